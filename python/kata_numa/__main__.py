@@ -1,0 +1,5 @@
+import sys
+
+from kata_numa.cli import main
+
+sys.exit(main())

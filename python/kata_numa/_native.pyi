@@ -1,0 +1,147 @@
+"""Types of the Rust extension `kata_numa._native` (checked against the built module in CI)."""
+
+from collections.abc import Iterable, Iterator
+from os import PathLike
+from typing import final
+
+_Path = str | PathLike[str]
+
+@final
+class CpuSet:
+    """An immutable set of CPU (or NUMA node) numbers in the kernel's list and mask formats."""
+
+    def __init__(self, cpus: Iterable[int] | str | None = None) -> None: ...
+    @staticmethod
+    def parse_list(text: str) -> CpuSet: ...
+    @staticmethod
+    def parse_mask(text: str) -> CpuSet: ...
+    def to_list(self) -> str: ...
+    def to_mask(self) -> str: ...
+    def first(self) -> int | None: ...
+    def last(self) -> int | None: ...
+    def issubset(self, other: CpuSet) -> bool: ...
+    def isdisjoint(self, other: CpuSet) -> bool: ...
+    def __len__(self) -> int: ...
+    def __bool__(self) -> bool: ...
+    def __contains__(self, cpu: int) -> bool: ...
+    def __iter__(self) -> Iterator[int]: ...
+    def __or__(self, other: CpuSet) -> CpuSet: ...
+    def __and__(self, other: CpuSet) -> CpuSet: ...
+    def __sub__(self, other: CpuSet) -> CpuSet: ...
+    def __xor__(self, other: CpuSet) -> CpuSet: ...
+    def __le__(self, other: CpuSet) -> bool: ...
+    def __lt__(self, other: CpuSet) -> bool: ...
+    def __ge__(self, other: CpuSet) -> bool: ...
+    def __gt__(self, other: CpuSet) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class HugePages:
+    size_kib: int
+    total: int
+    free: int
+
+@final
+class NumaNode:
+    id: int
+    cpus: CpuSet
+    memory_kib: int
+    free_kib: int
+    distances: list[tuple[int, int]]
+    hugepages: list[HugePages]
+
+@final
+class Cpu:
+    id: int
+    package: int | None
+    die: int | None
+    core: int | None
+    siblings: CpuSet
+
+@final
+class PciDevice:
+    bdf: str
+    numa_node: int | None
+    class_code: int
+    vendor: int
+    device: int
+    driver: str | None
+    iommu_group: int | None
+    is_gpu: bool
+
+@final
+class HostTopology:
+    nodes: list[NumaNode]
+    online_cpus: CpuSet
+    cpus: list[Cpu]
+    pci_devices: list[PciDevice]
+    notes: list[str]
+
+def read_host_topology(root: _Path) -> HostTopology: ...
+def read_pci_device(root: _Path, bdf: str) -> PciDevice: ...
+@final
+class Process:
+    pid: int
+    start_time: int
+    comm: str
+    argv: list[str]
+
+@final
+class Task:
+    pid: int
+    tid: int
+    name: str
+    cpus_allowed: CpuSet
+    state: str
+    vcpu_index: int | None
+
+def read_processes(proc_root: _Path) -> list[Process]: ...
+def read_process(proc_root: _Path, pid: int) -> Process: ...
+def read_tasks(proc_root: _Path, pid: int) -> list[Task]: ...
+def read_task(proc_root: _Path, pid: int, tid: int) -> Task: ...
+def vcpu_index_from_name(name: str) -> int | None: ...
+def get_affinity(pid: int, tid: int) -> CpuSet: ...
+def set_affinity(pid: int, tid: int, cpus: CpuSet) -> None: ...
+@final
+class Smp:
+    cpus: int
+    maxcpus: int
+    sockets: int
+    dies: int
+    clusters: int
+    cores: int
+    threads: int
+
+@final
+class MemoryBackend:
+    id: str
+    kind: str
+    size_mib: int
+    host_nodes: CpuSet | None
+    policy: str | None
+    mem_path: str | None
+    share: bool
+    prealloc: bool
+
+@final
+class GuestNode:
+    id: int
+    cpus: CpuSet
+    memdev: str | None
+    mem_mib: int
+
+@final
+class GuestLayout:
+    name: str | None
+    debug_threads: bool
+    accel: str | None
+    smp: Smp
+    memory_mib: int
+    backends: list[MemoryBackend]
+    nodes: list[GuestNode]
+    distances: list[tuple[int, int, int]]
+    vfio_devices: list[str]
+    notes: list[str]
+
+def parse_qemu_args(argv: list[str]) -> GuestLayout: ...
+def parse_size(text: str, default_unit: int = 1) -> int | None: ...

@@ -1,0 +1,63 @@
+"""`kata-numa run`: the long-running agent on an asyncio loop.
+
+The blocking pass (sysfs, procfs, syscalls) runs in a worker thread; the loop only waits for
+the next tick or a signal. SIGTERM/SIGINT stop cleanly after the pass in flight; SIGHUP asks
+for a pass at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from kata_numa.agent import AgentOptions, PassReport, log_report, run_pass
+
+log = logging.getLogger("kata_numa.service")
+
+
+class Service:
+    def __init__(self, options: AgentOptions, interval: float) -> None:
+        self.options = options
+        self.interval = interval
+        self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.passes = 0
+        self.last_report: PassReport | None = None
+
+    async def run_once(self) -> PassReport:
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(None, run_pass, self.options)
+        log_report(report, quiet_unchanged=self.passes > 0)
+        self.passes += 1
+        self.last_report = report
+        return report
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum, handler in (
+            (signal.SIGTERM, self.stopping.set),
+            (signal.SIGINT, self.stopping.set),
+            (signal.SIGHUP, self.wake.set),
+        ):
+            loop.add_signal_handler(signum, handler)
+        log.info("kata-numa agent started: policy %s, resync every %.0f s", self.options.policy, self.interval)
+        while not self.stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                # A pass that failed as a whole (unreadable sysfs, say) is logged; the agent
+                # keeps its last good state and tries again on the next tick.
+                log.exception("pass failed; keeping the last good state")
+            await self._sleep()
+        log.info("kata-numa agent stopped")
+        return 0
+
+    async def _sleep(self) -> None:
+        waiters = [asyncio.create_task(self.stopping.wait()), asyncio.create_task(self.wake.wait())]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        self.wake.clear()

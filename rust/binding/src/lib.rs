@@ -1,0 +1,19 @@
+//! `kata_numa._native`: the PyO3 face of `kata-numa-core`. Thin by design: conversions,
+//! the one error mapping (`errors.rs`), and releasing the interpreter around file I/O.
+
+use pyo3::prelude::*;
+
+mod cpuset;
+mod errors;
+mod procfs;
+mod qemu;
+mod topology;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    cpuset::register(m)?;
+    topology::register(m)?;
+    procfs::register(m)?;
+    qemu::register(m)?;
+    Ok(())
+}

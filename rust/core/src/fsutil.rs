@@ -1,0 +1,66 @@
+//! Small readers shared by the sysfs and procfs modules.
+
+use crate::error::{Error, Result};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Read a text file, dropping NUL bytes (some captured trees carry them) and surrounding
+/// white space.
+pub fn read_trimmed(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(clean(&bytes))
+}
+
+/// Like [`read_trimmed`], but a missing file is `None`.
+pub fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(clean(&bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+pub fn read_int_optional(path: &Path) -> Result<Option<i64>> {
+    let Some(text) = read_optional(path)? else { return Ok(None) };
+    text.parse::<i64>()
+        .map(Some)
+        .map_err(|_| Error::parse(path, format!("expected an integer, found {text:?}")))
+}
+
+fn clean(bytes: &[u8]) -> String {
+    let text: Vec<u8> = bytes.iter().copied().filter(|&b| b != 0).collect();
+    String::from_utf8_lossy(&text).trim().to_string()
+}
+
+/// Numbered entries of a folder such as `node0`, `node1`, `cpu12`, in ascending order.
+pub fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<u32>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else { continue };
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(id) = rest.parse() {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The last component of a symbolic link's target (`driver` → `vfio-pci`), or `None` when
+/// the link does not exist.
+pub fn link_name(path: &Path) -> Result<Option<String>> {
+    match fs::read_link(path) {
+        Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}

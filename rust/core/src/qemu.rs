@@ -1,0 +1,413 @@
+//! The guest layout of a QEMU process, read back from its command line.
+//!
+//! Options understood: `-name`, `-smp`, `-m`, `-object memory-backend-{ram,file,memfd}`,
+//! `-numa node|cpu|dist`, `-device vfio-pci`, `-accel` and `-machine accel=`.
+
+use crate::cpuset::CpuSet;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Smp {
+    pub cpus: u32,
+    pub maxcpus: u32,
+    pub sockets: u32,
+    pub dies: u32,
+    pub clusters: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryBackend {
+    pub id: String,
+    /// `ram`, `file` or `memfd`.
+    pub kind: String,
+    pub size_mib: u64,
+    pub host_nodes: Option<CpuSet>,
+    pub policy: Option<String>,
+    pub mem_path: Option<String>,
+    pub share: bool,
+    pub prealloc: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestNode {
+    pub id: u32,
+    /// vCPU indexes of the node.
+    pub cpus: CpuSet,
+    pub memdev: Option<String>,
+    /// Legacy `mem=` size, MiB (0 when a memdev is used).
+    pub mem_mib: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestLayout {
+    /// Guest name of `-name`.
+    pub name: Option<String>,
+    pub debug_threads: bool,
+    pub accel: Option<String>,
+    pub smp: Smp,
+    /// `-m`, MiB.
+    pub memory_mib: u64,
+    pub backends: Vec<MemoryBackend>,
+    pub nodes: Vec<GuestNode>,
+    /// `-numa dist` entries: (src, dst, distance).
+    pub distances: Vec<(u32, u32, u32)>,
+    /// Host PCI addresses of `-device vfio-pci` (`host=` or the last part of `sysfsdev=`).
+    pub vfio_devices: Vec<String>,
+    /// What the parser passed over or assumed.
+    pub notes: Vec<String>,
+}
+
+/// `key=value,key=value` options with an optional leading implied value (`-smp 4,...`).
+struct Opts {
+    pairs: Vec<(String, String)>,
+}
+
+impl Opts {
+    fn parse(text: &str, implied_key: &str) -> Opts {
+        let mut implied = None;
+        let mut pairs = Vec::new();
+        for (index, part) in split_opts(text).into_iter().enumerate() {
+            match part.split_once('=') {
+                Some((k, v)) => pairs.push((k.to_string(), v.to_string())),
+                None if index == 0 => implied = Some(part),
+                None => pairs.push((part, "on".to_string())),
+            }
+        }
+        if let Some(value) = implied.take() {
+            pairs.insert(0, (implied_key.to_string(), value));
+        }
+        Opts { pairs }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("on" | "yes" | "true" | "1"))
+    }
+}
+
+/// Split at commas, where `,,` is an escaped comma (QEMU's option syntax).
+fn split_opts(text: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                parts.last_mut().map(|p| p.push(','));
+            } else {
+                parts.push(String::new());
+            }
+        } else if let Some(p) = parts.last_mut() {
+            p.push(c);
+        }
+    }
+    parts
+}
+
+fn number(arg: &str, key: &str, value: &str) -> Result<u32> {
+    value.parse().map_err(|_| Error::QemuArgs {
+        arg: arg.to_string(),
+        reason: format!("{key}={value:?} is not a whole number"),
+    })
+}
+
+/// A size as QEMU reads it: a number with an optional suffix (`k`, `M`, `G`, `T`, powers of
+/// 1024); a bare number means `default_unit`. Returns bytes.
+pub fn parse_size(text: &str, default_unit: u64) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let unit = match suffix.to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" => default_unit,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return None,
+    };
+    if suffix.eq_ignore_ascii_case("b") {
+        return digits.parse::<u64>().ok();
+    }
+    let value: f64 = digits.parse().ok()?;
+    let bytes = value * unit as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+fn size_mib(arg: &str, value: &str, default_unit: u64) -> Result<u64> {
+    parse_size(value, default_unit).map(|b| b / (1 << 20)).ok_or_else(|| Error::QemuArgs {
+        arg: arg.to_string(),
+        reason: format!("size {value:?} is not a size such as 2048M or 4G"),
+    })
+}
+
+fn parse_smp(arg: &str) -> Result<Smp> {
+    let opts = Opts::parse(arg, "cpus");
+    let get = |key: &str| -> Result<u32> {
+        opts.get(key).map(|v| number(arg, key, v)).transpose().map(|v| v.unwrap_or(0))
+    };
+    let (cpus, mut maxcpus) = (get("cpus")?, get("maxcpus")?);
+    let (mut sockets, dies, clusters) = (get("sockets")?, get("dies")?.max(1), get("clusters")?.max(1));
+    let (mut cores, mut threads) = (get("cores")?, get("threads")?);
+    // QEMU's rules (hw/core/machine-smp.c, machines of 6.2 and later prefer cores).
+    threads = threads.max(1);
+    if cpus == 0 && maxcpus == 0 {
+        sockets = sockets.max(1);
+        cores = cores.max(1);
+    } else {
+        let max = if maxcpus > 0 { maxcpus } else { cpus };
+        if sockets == 0 && cores == 0 {
+            sockets = 1;
+        }
+        if sockets == 0 {
+            sockets = (max / (dies * clusters * cores * threads)).max(1);
+        } else if cores == 0 {
+            cores = (max / (sockets * dies * clusters * threads)).max(1);
+        }
+    }
+    let total = sockets * dies * clusters * cores * threads;
+    if maxcpus == 0 {
+        maxcpus = total;
+    }
+    let cpus = if cpus == 0 { maxcpus } else { cpus };
+    if total != maxcpus || cpus > maxcpus {
+        return Err(Error::QemuArgs {
+            arg: arg.to_string(),
+            reason: format!("topology {sockets}x{dies}x{clusters}x{cores}x{threads} does not give maxcpus {maxcpus}"),
+        });
+    }
+    Ok(Smp { cpus, maxcpus, sockets, dies, clusters, cores, threads })
+}
+
+fn parse_backend(arg: &str) -> Result<Option<MemoryBackend>> {
+    let opts = Opts::parse(arg, "qom-type");
+    let Some(kind) = opts.get("qom-type").and_then(|t| t.strip_prefix("memory-backend-")) else {
+        return Ok(None);
+    };
+    let mut host_nodes: Option<CpuSet> = None;
+    for value in opts.all("host-nodes") {
+        let nodes = CpuSet::parse_list(value)
+            .map_err(|e| Error::QemuArgs { arg: arg.to_string(), reason: e.to_string() })?;
+        host_nodes = Some(host_nodes.map_or(nodes.clone(), |n| n.union(&nodes)));
+    }
+    Ok(Some(MemoryBackend {
+        id: opts.get("id").unwrap_or_default().to_string(),
+        kind: kind.to_string(),
+        size_mib: opts.get("size").map(|s| size_mib(arg, s, 1)).transpose()?.unwrap_or(0),
+        host_nodes,
+        policy: opts.get("policy").map(str::to_string),
+        mem_path: opts.get("mem-path").map(str::to_string),
+        share: opts.flag("share"),
+        prealloc: opts.flag("prealloc"),
+    }))
+}
+
+/// vCPU index of `-numa cpu,socket-id=..,core-id=..,thread-id=..` from the `-smp` topology.
+fn numa_cpu_index(arg: &str, opts: &Opts, smp: &Smp) -> Result<u32> {
+    let id = |key: &str| -> Result<u32> {
+        opts.get(key).map(|v| number(arg, key, v)).transpose().map(|v| v.unwrap_or(0))
+    };
+    let socket = id("socket-id")?;
+    let die = id("die-id")?;
+    let cluster = id("cluster-id")?;
+    let core = id("core-id")?;
+    let thread = id("thread-id")?;
+    Ok((((socket * smp.dies + die) * smp.clusters + cluster) * smp.cores + core) * smp.threads + thread)
+}
+
+/// Parse a QEMU command line (argv, the binary first).
+pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
+    let mut layout = GuestLayout::default();
+    let mut numa_args = Vec::new();
+    let mut args = argv.iter().skip(1);
+    while let Some(option) = args.next() {
+        let option = option.strip_prefix("--").map(|o| format!("-{o}")).unwrap_or(option.clone());
+        let takes_value = matches!(
+            option.as_str(),
+            "-name" | "-smp" | "-m" | "-object" | "-numa" | "-device" | "-accel" | "-machine" | "-M"
+        );
+        if !takes_value {
+            continue;
+        }
+        let Some(value) = args.next() else {
+            return Err(Error::QemuArgs { arg: option, reason: "missing value".to_string() });
+        };
+        match option.as_str() {
+            "-name" => {
+                let opts = Opts::parse(value, "guest");
+                layout.name = opts.get("guest").map(str::to_string);
+                layout.debug_threads = opts.flag("debug-threads");
+            }
+            "-smp" => layout.smp = parse_smp(value)?,
+            "-m" => {
+                let opts = Opts::parse(value, "size");
+                let size = opts.get("size").unwrap_or("128");
+                layout.memory_mib = size_mib(value, size, 1 << 20)?;
+            }
+            "-object" if value.starts_with('{') => {
+                layout.notes.push(format!("JSON -object not read: {value}"));
+            }
+            "-object" => layout.backends.extend(parse_backend(value)?),
+            "-numa" => numa_args.push(value.clone()),
+            "-device" => {
+                let opts = Opts::parse(value, "driver");
+                if opts.get("driver") == Some("vfio-pci") {
+                    let host = opts.get("host").map(str::to_string).or_else(|| {
+                        opts.get("sysfsdev").and_then(|p| p.rsplit('/').find(|s| !s.is_empty())).map(str::to_string)
+                    });
+                    if let Some(host) = host {
+                        layout.vfio_devices.push(normalize_bdf(&host));
+                    }
+                }
+            }
+            "-accel" => layout.accel = Opts::parse(value, "accel").get("accel").map(str::to_string),
+            _ => {
+                if let Some(accel) = Opts::parse(value, "type").get("accel") {
+                    layout.accel = Some(accel.to_string());
+                }
+            }
+        }
+    }
+    if layout.smp.maxcpus == 0 {
+        layout.smp = Smp { cpus: 1, maxcpus: 1, sockets: 1, dies: 1, clusters: 1, cores: 1, threads: 1 };
+    }
+    if layout.memory_mib == 0 {
+        layout.memory_mib = 128;
+    }
+    apply_numa(&mut layout, &numa_args)?;
+    Ok(layout)
+}
+
+fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
+    for arg in numa_args {
+        let opts = Opts::parse(arg, "type");
+        match opts.get("type") {
+            Some("node") => {
+                let id = match opts.get("nodeid") {
+                    Some(v) => number(arg, "nodeid", v)?,
+                    None => layout.nodes.len() as u32,
+                };
+                let mut cpus = CpuSet::new();
+                for value in opts.all("cpus") {
+                    let set = CpuSet::parse_list(value)
+                        .map_err(|e| Error::QemuArgs { arg: arg.clone(), reason: e.to_string() })?;
+                    cpus = cpus.union(&set);
+                }
+                let mem_mib = opts.get("mem").map(|m| size_mib(arg, m, 1 << 20)).transpose()?.unwrap_or(0);
+                let memdev = opts.get("memdev").map(str::to_string);
+                layout.nodes.push(GuestNode { id, cpus, memdev, mem_mib });
+            }
+            Some("cpu") => {
+                let node = number(arg, "node-id", opts.get("node-id").unwrap_or(""))?;
+                let index = numa_cpu_index(arg, &opts, &layout.smp)?;
+                let target = layout.nodes.iter_mut().find(|n| n.id == node).ok_or_else(|| {
+                    Error::QemuArgs { arg: arg.clone(), reason: format!("node-id {node} has no -numa node") }
+                })?;
+                target.cpus.insert(index);
+            }
+            Some("dist") => {
+                let src = number(arg, "src", opts.get("src").unwrap_or(""))?;
+                let dst = number(arg, "dst", opts.get("dst").unwrap_or(""))?;
+                let val = number(arg, "val", opts.get("val").unwrap_or(""))?;
+                layout.distances.push((src, dst, val));
+            }
+            _ => layout.notes.push(format!("-numa {arg} not read")),
+        }
+    }
+    if layout.nodes.is_empty() {
+        return Ok(());
+    }
+    // vCPUs no -numa option names go to the first node, as QEMU does.
+    let all: CpuSet = (0..layout.smp.maxcpus).collect();
+    let assigned = layout.nodes.iter().fold(CpuSet::new(), |acc, n| acc.union(&n.cpus));
+    let missing = all.difference(&assigned);
+    if !missing.is_empty() {
+        layout.notes.push(format!("vCPUs {missing} are in no -numa node: QEMU puts them in node {}", layout.nodes[0].id));
+        layout.nodes[0].cpus = layout.nodes[0].cpus.union(&missing);
+    }
+    layout.nodes.sort_by_key(|n| n.id);
+    Ok(())
+}
+
+/// `3b:00.0` → `0000:3b:00.0`; lower case.
+pub fn normalize_bdf(text: &str) -> String {
+    let text = text.to_ascii_lowercase();
+    if text.matches(':').count() == 1 {
+        format!("0000:{text}")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn smp_forms() {
+        let smp = parse_smp("4").unwrap();
+        assert_eq!((smp.cpus, smp.maxcpus, smp.sockets, smp.cores, smp.threads), (4, 4, 1, 4, 1));
+        let smp = parse_smp("1,cores=1,threads=1,sockets=4,maxcpus=4").unwrap();
+        assert_eq!((smp.cpus, smp.maxcpus, smp.sockets, smp.cores), (1, 4, 4, 1));
+        let smp = parse_smp("6,sockets=2,cores=3").unwrap();
+        assert_eq!((smp.maxcpus, smp.sockets, smp.cores, smp.threads), (6, 2, 3, 1));
+        let smp = parse_smp("sockets=2,cores=2,threads=2").unwrap();
+        assert_eq!((smp.cpus, smp.maxcpus), (8, 8));
+        let smp = parse_smp("cpus=8,sockets=2").unwrap();
+        assert_eq!(smp.cores, 4);
+        assert_eq!(parse_smp("6,sockets=4,cores=4").unwrap().maxcpus, 16);
+        assert!(parse_smp("6,sockets=4,cores=4,maxcpus=8").is_err());
+    }
+
+    #[test]
+    fn kata_command_line() {
+        let layout = parse_qemu_args(&argv(
+            "/usr/bin/qemu-system-x86_64 -name sandbox-abc,debug-threads=on -m 2048M,slots=10,maxmem=8G \
+             -smp 4,cores=2,threads=1,sockets=2,maxcpus=4 \
+             -object memory-backend-file,id=numa-mem0,size=1024M,mem-path=/dev/shm,share=on,host-nodes=2,policy=bind \
+             -object memory-backend-file,id=numa-mem1,size=1024M,mem-path=/dev/shm,share=on,host-nodes=3,policy=bind \
+             -numa node,nodeid=0,memdev=numa-mem0,cpus=0-1 -numa node,nodeid=1,memdev=numa-mem1,cpus=2-3 \
+             -numa dist,src=0,dst=1,val=21 -device vfio-pci,host=3b:00.0,id=gpu0",
+        ))
+        .unwrap();
+        assert_eq!(layout.name.as_deref(), Some("sandbox-abc"));
+        assert!(layout.debug_threads);
+        assert_eq!(layout.memory_mib, 2048);
+        assert_eq!(layout.backends[1].host_nodes.as_ref().unwrap().to_list(), "3");
+        assert!(layout.backends[0].share);
+        assert_eq!(layout.nodes[1].cpus.to_list(), "2-3");
+        assert_eq!(layout.distances, vec![(0, 1, 21)]);
+        assert_eq!(layout.vfio_devices, vec!["0000:3b:00.0".to_string()]);
+    }
+
+    #[test]
+    fn numa_cpu_and_unassigned() {
+        let layout = parse_qemu_args(&argv(
+            "qemu -smp 4,sockets=2,cores=2 -numa node,nodeid=0 -numa node,nodeid=1 \
+             -numa cpu,node-id=1,socket-id=1,core-id=0 -numa cpu,node-id=1,socket-id=1,core-id=1",
+        ))
+        .unwrap();
+        assert_eq!(layout.nodes[1].cpus.to_list(), "2-3");
+        assert_eq!(layout.nodes[0].cpus.to_list(), "0-1");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2048", 1 << 20), Some(2048 << 20));
+        assert_eq!(parse_size("4G", 1), Some(4 << 30));
+        assert_eq!(parse_size("1.5G", 1), Some(3 << 29));
+        assert_eq!(parse_size("12x", 1), None);
+    }
+}
