@@ -1,0 +1,111 @@
+"""Start and stop real QEMU processes for tests (TCG, paused with -S)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+QEMU = shutil.which("qemu-system-x86_64")
+
+needs_qemu = pytest.mark.skipif(
+    QEMU is None, reason="qemu-system-x86_64 is not installed (make deps)"
+)
+
+BASE = [
+    "-S",
+    "-accel",
+    "tcg,thread=multi",
+    "-machine",
+    "q35",
+    "-nodefaults",
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-serial",
+    "none",
+]
+
+
+def two_node_args(sandbox: str | None, vcpus: int = 4, memory_mib: int = 256) -> list[str]:
+    """QEMU arguments for a guest of two NUMA nodes, vCPUs split evenly, no host binding."""
+    half = vcpus // 2
+    args = ["-smp", f"{vcpus},sockets=2,cores={half}", "-m", str(memory_mib)]
+    for node in (0, 1):
+        args += ["-object", f"memory-backend-ram,id=mem{node},size={memory_mib // 2}M"]
+    args += [
+        "-numa",
+        f"node,nodeid=0,cpus=0-{half - 1},memdev=mem0",
+        "-numa",
+        f"node,nodeid=1,cpus={half}-{vcpus - 1},memdev=mem1",
+    ]
+    if sandbox is not None:
+        args = ["-name", f"sandbox-{sandbox},debug-threads=on", *args]
+    else:
+        args = ["-name", "plain-vm,debug-threads=on", *args]
+    return args
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    names = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names[int(task.name)] = (task / "comm").read_text().strip()
+        except FileNotFoundError:
+            continue
+    return names
+
+
+def allowed_list(pid: int, tid: int) -> str:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}/{tid}")
+
+
+def vcpu_tids(pid: int) -> dict[int, int]:
+    """vCPU index → tid, from QEMU's thread names (debug-threads=on)."""
+    out = {}
+    for tid, name in thread_names(pid).items():
+        if name.startswith("CPU ") and "/" in name:
+            out[int(name[4:].split("/")[0])] = tid
+    return out
+
+
+@contextmanager
+def running_qemu(args: Sequence[str], vcpus: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A QEMU that has created its `vcpus` vCPU threads; killed on exit, whatever happens."""
+    assert QEMU is not None
+    process = subprocess.Popen(
+        [QEMU, *BASE, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(vcpu_tids(process.pid)) < vcpus:
+            if process.poll() is not None:
+                err = process.stderr.read().decode() if process.stderr else ""
+                raise AssertionError(f"QEMU exited with {process.returncode}: {err}")
+            if time.monotonic() > deadline:
+                raise AssertionError("QEMU did not create its vCPU threads within 30 s")
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        if process.stderr:
+            process.stderr.close()
+
+
+def online_cpus() -> int:
+    return len(os.sched_getaffinity(0))

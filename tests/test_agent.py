@@ -1,0 +1,189 @@
+"""One agent pass on real processes: races, refusals and what is never touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import kata_numa.agent as agent
+from hostgen import NodeSpec, make_host
+from kata_numa import CpuSet
+from kata_numa.agent import AgentOptions, run_pass
+from kata_numa.pinning import Outcome, PinResult, apply_assignment
+from kata_numa.policy import Assignment
+from qemu_proc import allowed_list, vcpu_tids
+
+FAKE = Path(__file__).parent / "fake_qemu.py"
+
+
+class FakeQemu:
+    def __init__(self, name: str, vcpus: int) -> None:
+        argv = [
+            "qemu-system-x86_64",
+            str(FAKE),
+            "-name",
+            f"{name},debug-threads=on",
+            "-smp",
+            str(vcpus),
+            "-m",
+            "64",
+        ]
+        self.process = subprocess.Popen(
+            argv,
+            executable=sys.executable,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop_thread(self, index: int) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"stop {index}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == f"stopped {index}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+FAKE_ID = f"fake-{uuid.uuid4().hex[:8]}"
+#: Tests pass this to the agent so that sandboxes of other test runs on the machine are left alone.
+ONLY = frozenset({FAKE_ID})
+
+
+@pytest.fixture
+def fake_sandbox() -> Iterator[FakeQemu]:
+    fake = FakeQemu(f"sandbox-{FAKE_ID}", vcpus=4)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture
+def one_node_host(tmp_path: Path) -> Path:
+    return make_host(tmp_path / "host", {0: NodeSpec("0-1")})
+
+
+def test_vanished_vcpu_thread_does_not_stop_the_others(
+    fake_sandbox: FakeQemu, one_node_host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tids = vcpu_tids(fake_sandbox.pid)
+    real_apply = agent.apply_assignment
+
+    def apply_after_thread_2_ended(
+        proc_root: Path, assignment: Assignment, dry_run: bool
+    ) -> PinResult:
+        if (
+            assignment.vcpu_index == 2
+            and Path(f"/proc/{assignment.pid}/task/{assignment.tid}").exists()
+        ):
+            fake_sandbox.stop_thread(2)
+        return real_apply(proc_root, assignment, dry_run)
+
+    monkeypatch.setattr(agent, "apply_assignment", apply_after_thread_2_ended)
+
+    report = run_pass(AgentOptions(sysfs_root=one_node_host, backoff=(), only=ONLY))
+
+    (entry,) = report.sandboxes
+    outcomes = {r.assignment.vcpu_index: r.outcome for r in entry.results}
+    assert outcomes[2] is Outcome.GONE
+    assert {outcomes[i] for i in (0, 1, 3)} <= {Outcome.PINNED, Outcome.UNCHANGED}
+    assert report.failures == 0
+    for index in (0, 1, 3):
+        result = next(r for r in entry.results if r.assignment.vcpu_index == index)
+        assert allowed_list(fake_sandbox.pid, tids[index]) == str(result.assignment.cpus)
+
+
+def test_vanished_process_is_a_normal_outcome(fake_sandbox: FakeQemu, one_node_host: Path) -> None:
+    tid = vcpu_tids(fake_sandbox.pid)[0]
+    assignment = Assignment(
+        "fake", fake_sandbox.pid, tid, 0, None, CpuSet("0"), CpuSet("0"), CpuSet("0-1"), True
+    )
+    fake_sandbox.close()
+
+    assert apply_assignment("/proc", assignment).outcome is Outcome.GONE
+
+
+@pytest.mark.parametrize(
+    ("cpus", "allowed", "why"),
+    [
+        pytest.param("", "0-1", "empty CPU mask", id="empty-mask"),
+        pytest.param("1", "0", "outside the sandbox's allowed CPUs", id="outside-allowed"),
+    ],
+)
+def test_unsafe_masks_are_refused_before_the_kernel_sees_them(
+    fake_sandbox: FakeQemu, cpus: str, allowed: str, why: str
+) -> None:
+    tid = vcpu_tids(fake_sandbox.pid)[0]
+    before = allowed_list(fake_sandbox.pid, tid)
+    assignment = Assignment(
+        "fake", fake_sandbox.pid, tid, 0, None, CpuSet("0"), CpuSet(cpus), CpuSet(allowed), True
+    )
+
+    result = apply_assignment("/proc", assignment)
+
+    assert result.outcome is Outcome.FAILED and why in result.error
+    assert allowed_list(fake_sandbox.pid, tid) == before
+
+
+def test_thread_of_another_process_is_refused(fake_sandbox: FakeQemu) -> None:
+    """A tid that is not a thread of the sandbox's pid (reused tid) is never written."""
+    other = FakeQemu("not-a-sandbox", vcpus=1)
+    try:
+        foreign_tid = vcpu_tids(other.pid)[0]
+        before = allowed_list(other.pid, foreign_tid)
+        assignment = Assignment(
+            "fake",
+            fake_sandbox.pid,
+            foreign_tid,
+            0,
+            None,
+            CpuSet("0"),
+            CpuSet("0"),
+            CpuSet("0-1"),
+            True,
+        )
+
+        assert apply_assignment("/proc", assignment).outcome is Outcome.GONE
+        assert allowed_list(other.pid, foreign_tid) == before
+    finally:
+        other.close()
+
+
+def test_processes_that_are_not_sandboxes_are_never_pinned(one_node_host: Path) -> None:
+    plain = FakeQemu("some-vm", vcpus=2)
+    try:
+        before = {tid: allowed_list(plain.pid, tid) for tid in vcpu_tids(plain.pid).values()}
+        report = run_pass(AgentOptions(sysfs_root=one_node_host, backoff=(), only=ONLY))
+        assert all(entry.sandbox.pid != plain.pid for entry in report.sandboxes)
+        assert any(s.pid == plain.pid for s in report.skipped)
+        assert {
+            tid: allowed_list(plain.pid, tid) for tid in vcpu_tids(plain.pid).values()
+        } == before
+    finally:
+        plain.close()
+
+
+def test_fake_proc_tree_is_never_applied(tmp_path: Path, one_node_host: Path) -> None:
+    """A --proc-root that is not the live /proc only plans: its pids are not this host's."""
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    report = run_pass(AgentOptions(sysfs_root=one_node_host, proc_root=proc, backoff=()))
+    assert report.dry_run
