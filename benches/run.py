@@ -6,6 +6,7 @@ Run with `make bench`; paste the table into benches/RESULTS.md with the date and
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import sys
@@ -16,10 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from hostgen import NodeSpec, make_host  # noqa: E402
-
-from kata_numa import CpuSet  # noqa: E402
-from kata_numa.topology import read_topology  # noqa: E402
+from hostgen import NodeSpec, make_host
+from kata_numa import CpuSet
+from kata_numa.topology import read_topology
 
 
 def best_of(function: Callable[[], object], number: int, repeat: int = 7) -> float:
@@ -57,10 +57,8 @@ def py_read_topology(root: Path) -> list[tuple[int, set[int], int, list[int]]]:
     for cpu in sorted(online):
         topology = root / f"sys/devices/system/cpu/cpu{cpu}/topology"
         for name in ("thread_siblings_list", "physical_package_id", "die_id", "core_id"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 (topology / name).read_text()
-            except FileNotFoundError:
-                pass
     return nodes
 
 
@@ -90,11 +88,12 @@ def main() -> None:
         nodes = {n: NodeSpec(f"{16 * n}-{16 * n + 15}") for n in range(64)}
         root = make_host(Path(tmp), nodes)
         results = [bench_cpuset_parse(), bench_cpuset_algebra(), bench_topology(root)]
-    print(f"python {platform.python_version()}, {platform.machine()}, {platform.processor() or '?'}")
+    print(f"python {platform.python_version()}, {platform.machine()}")
     print("| benchmark | kata-numa | reference (plain Python) | ratio |")
     print("| --- | --- | --- | --- |")
     for name, ours, reference in results:
-        print(f"| {name} | {ours * 1e6:.1f} µs | {reference * 1e6:.1f} µs | {reference / ours:.1f}x |")
+        times = f"{ours * 1e6:.1f} µs | {reference * 1e6:.1f} µs"
+        print(f"| {name} | {times} | {reference / ours:.1f}x |")
 
 
 if __name__ == "__main__":
