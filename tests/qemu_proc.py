@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,6 +14,51 @@ from pathlib import Path
 import pytest
 
 QEMU = shutil.which("qemu-system-x86_64")
+FAKE = Path(__file__).parent / "fake_qemu.py"
+
+
+class FakeQemu:
+    """A Python stand-in for QEMU (`fake_qemu.py`) whose vCPU threads the test can end."""
+
+    def __init__(self, name: str, vcpus: int) -> None:
+        argv = [
+            "qemu-system-x86_64",
+            str(FAKE),
+            "-name",
+            f"{name},debug-threads=on",
+            "-smp",
+            str(vcpus),
+            "-m",
+            "64",
+        ]
+        self.process = subprocess.Popen(
+            argv,
+            executable=sys.executable,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop_thread(self, index: int) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"stop {index}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == f"stopped {index}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
 
 needs_qemu = pytest.mark.skipif(
     QEMU is None, reason="qemu-system-x86_64 is not installed (make deps)"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,51 +14,7 @@ from kata_numa import CpuSet
 from kata_numa.agent import AgentOptions, run_pass
 from kata_numa.pinning import Outcome, PinResult, apply_assignment
 from kata_numa.policy import Assignment
-from qemu_proc import allowed_list, vcpu_tids
-
-FAKE = Path(__file__).parent / "fake_qemu.py"
-
-
-class FakeQemu:
-    def __init__(self, name: str, vcpus: int) -> None:
-        argv = [
-            "qemu-system-x86_64",
-            str(FAKE),
-            "-name",
-            f"{name},debug-threads=on",
-            "-smp",
-            str(vcpus),
-            "-m",
-            "64",
-        ]
-        self.process = subprocess.Popen(
-            argv,
-            executable=sys.executable,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline().strip() == "ready"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop_thread(self, index: int) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"stop {index}\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == f"stopped {index}"
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-
+from qemu_proc import FakeQemu, allowed_list, vcpu_tids
 
 FAKE_ID = f"fake-{uuid.uuid4().hex[:8]}"
 #: Tests pass this to the agent so that sandboxes of other test runs on the machine are left alone.

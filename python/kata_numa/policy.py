@@ -63,6 +63,9 @@ def guest_to_host_nodes(
     if not layout.nodes:
         return None, "no -numa options: a flat VM"
     backends = {backend.id: backend for backend in layout.backends}
+    bound = [backends[n.memdev].host_nodes for n in layout.nodes if n.memdev in backends]
+    if len(layout.nodes) == 1 and not any(bound):
+        return None, "one guest node without a host binding (Kata's default): placed as a flat VM"
     host_ids = [node.id for node in topology.nodes]
     mapping: dict[int, CpuSet] = {}
     by_order = len(layout.nodes) == len(host_ids)

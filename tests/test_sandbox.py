@@ -1,0 +1,144 @@
+"""Recognising Kata sandboxes and reading their guest layout from QEMU command lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kata_numa._native import parse_qemu_args
+from kata_numa.errors import QemuArgsError
+from kata_numa.sandbox import is_qemu, sandbox_id_of
+
+# Command lines in the shape the Kata runtimes write them (ids shortened).
+KATA_GO = (
+    "/opt/kata/bin/qemu-system-x86_64 -name sandbox-4b1c9e,debug-threads=on -uuid 0a1b "
+    "-machine q35,accel=kvm -cpu host,pmu=off -qmp unix:fd=3,server=on,wait=off "
+    "-m 2048M,slots=10,maxmem=32768M -device pci-bridge,bus=pcie.0,id=pci-bridge-0 "
+    "-object memory-backend-file,id=dimm1,size=2048M,mem-path=/dev/shm,share=on "
+    "-numa node,memdev=dimm1 -smp 1,cores=1,threads=1,sockets=8,maxcpus=8 -daemonize"
+)
+KATA_NUMA = (
+    "/usr/bin/qemu-system-x86_64 -name sandbox-77aa -machine q35,accel=kvm -m 4096M "
+    "-smp 4,cores=2,threads=1,sockets=2,maxcpus=4 "
+    "-object memory-backend-ram,id=numa-mem0,size=2048M,host-nodes=0,policy=bind "
+    "-object memory-backend-ram,id=numa-mem1,size=2048M,host-nodes=2-3,policy=bind,prealloc=on "
+    "-numa node,nodeid=0,memdev=numa-mem0,cpus=0-1 -numa node,nodeid=1,memdev=numa-mem1,cpus=2-3 "
+    "-numa dist,src=0,dst=1,val=20 -numa dist,src=1,dst=0,val=22 "
+    "-device vfio-pci,host=0000:41:00.0 "
+    "-device vfio-pci,sysfsdev=/sys/bus/pci/devices/0000:c1:00.0,id=gpu1"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["qemu", "-name", "sandbox-abc"], "abc", id="plain"),
+        pytest.param(["qemu", "-name", "sandbox-abc,debug-threads=on"], "abc", id="with-options"),
+        pytest.param(["qemu", "-name", "guest=sandbox-abc,debug-threads=on"], "abc", id="guest="),
+        pytest.param(["qemu", "--name", "sandbox-x1"], "x1", id="double-dash"),
+        pytest.param(["qemu", "-name", "sandbox-"], None, id="empty-id"),
+        pytest.param(["qemu", "-name", "vm-sandbox-abc"], None, id="not-a-prefix"),
+        pytest.param(["qemu", "-uuid", "sandbox-abc"], None, id="other-option"),
+        pytest.param(["qemu", "-name"], None, id="missing-value"),
+    ],
+)
+def test_sandbox_id(argv: list[str], expected: str | None) -> None:
+    assert sandbox_id_of(argv) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv0", "paths", "expected"),
+    [
+        pytest.param("/usr/bin/qemu-system-x86_64", (), True, id="x86"),
+        pytest.param("qemu-system-aarch64", (), True, id="arm"),
+        pytest.param("/opt/kata/bin/qemu-kata", ("/opt/kata/bin/qemu-kata",), True, id="config"),
+        pytest.param("/opt/kata/bin/qemu-kata", (), False, id="unknown-binary"),
+        pytest.param("/usr/bin/python3", (), False, id="python"),
+    ],
+)
+def test_is_qemu(argv0: str, paths: tuple[str, ...], expected: bool) -> None:
+    assert is_qemu([argv0, "-name", "sandbox-a"], paths) is expected
+
+
+def test_kata_default_command_line() -> None:
+    layout = parse_qemu_args(KATA_GO.split())
+    assert layout.name == "sandbox-4b1c9e" and layout.debug_threads
+    assert (layout.smp.cpus, layout.smp.maxcpus, layout.smp.sockets) == (1, 8, 8)
+    assert layout.memory_mib == 2048
+    (node,) = layout.nodes
+    assert (node.id, node.memdev, node.cpus.to_list()) == (0, "dimm1", "0-7")
+    (backend,) = layout.backends
+    assert (backend.kind, backend.mem_path, backend.share, backend.host_nodes) == (
+        "file",
+        "/dev/shm",
+        True,
+        None,
+    )
+    assert layout.accel == "kvm"
+
+
+def test_kata_numa_command_line() -> None:
+    layout = parse_qemu_args(KATA_NUMA.split())
+    assert [(n.id, n.cpus.to_list(), n.memdev) for n in layout.nodes] == [
+        (0, "0-1", "numa-mem0"),
+        (1, "2-3", "numa-mem1"),
+    ]
+    assert [(b.size_mib, str(b.host_nodes), b.policy, b.prealloc) for b in layout.backends] == [
+        (2048, "0", "bind", False),
+        (2048, "2-3", "bind", True),
+    ]
+    assert layout.distances == [(0, 1, 20), (1, 0, 22)]
+    assert layout.vfio_devices == ["0000:41:00.0", "0000:c1:00.0"]
+
+
+@pytest.mark.parametrize(
+    ("smp", "expected"),
+    [
+        pytest.param("4", (4, 4, 1, 4, 1), id="count-only"),
+        pytest.param("cpus=4", (4, 4, 1, 4, 1), id="cpus="),
+        pytest.param("2,maxcpus=8", (2, 8, 1, 8, 1), id="hotplug"),
+        pytest.param("8,sockets=2", (8, 8, 2, 4, 1), id="sockets-only"),
+        pytest.param("8,cores=2", (8, 8, 4, 2, 1), id="cores-only"),
+        pytest.param("sockets=2,cores=2,threads=2", (8, 8, 2, 2, 2), id="topology-only"),
+        pytest.param("6,sockets=2,cores=3", (6, 6, 2, 3, 1), id="non-power-of-two"),
+    ],
+)
+def test_smp_forms(smp: str, expected: tuple[int, int, int, int, int]) -> None:
+    s = parse_qemu_args(["qemu", "-smp", smp]).smp
+    assert (s.cpus, s.maxcpus, s.sockets, s.cores, s.threads) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["qemu", "-smp", "four"], "cpus", id="smp-word"),
+        pytest.param(["qemu", "-smp", "6,sockets=4,cores=4,maxcpus=8"], "maxcpus", id="smp-sum"),
+        pytest.param(["qemu", "-m", "lots"], "size", id="memory"),
+        pytest.param(["qemu", "-numa", "node,nodeid=0,cpus=3-1"], "backwards", id="numa-cpus"),
+        pytest.param(["qemu", "-numa", "cpu,node-id=4,socket-id=0"], "node-id 4", id="numa-cpu"),
+        pytest.param(["qemu", "-smp"], "missing value", id="no-value"),
+    ],
+)
+def test_bad_command_lines_name_the_argument(argv: list[str], message: str) -> None:
+    with pytest.raises(QemuArgsError) as caught:
+        parse_qemu_args(argv)
+    assert message in str(caught.value)
+
+
+def test_vcpus_outside_every_node_go_to_the_first() -> None:
+    layout = parse_qemu_args(["qemu", "-smp", "4", "-numa", "node,nodeid=1,cpus=0"])
+    assert layout.nodes[0].cpus.to_list() == "0-3"
+    assert any("no -numa node" in note for note in layout.notes)
+
+
+def test_sandboxes_command_lists_nothing_from_an_empty_proc(tmp_path: object) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kata_numa", "sandboxes", "--json", "--proc-root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout) == {"sandboxes": [], "skipped": []}

@@ -1,0 +1,104 @@
+"""`kata-numa run` as a long-running service: periodic passes, SIGHUP, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hostgen import NodeSpec, make_host
+from qemu_proc import FakeQemu, allowed_list, vcpu_tids
+
+
+class Agent:
+    """`kata-numa run` in a child process, its log lines collected as they come."""
+
+    def __init__(self, *args: str) -> None:
+        command = [sys.executable, "-m", "kata_numa", "run", *args]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no log line with {text!r}; seen: {''.join(self.seen)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[tuple[str, FakeQemu]]:
+    name = f"svc-{uuid.uuid4().hex[:8]}"
+    fake = FakeQemu(f"sandbox-{name}", vcpus=2)
+    try:
+        yield name, fake
+    finally:
+        fake.close()
+
+
+def test_sighup_repairs_drift_and_sigterm_stops_cleanly(
+    tmp_path: Path, sandbox: tuple[str, FakeQemu]
+) -> None:
+    name, fake = sandbox
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-1")})
+    agent = Agent("--sysfs-root", str(host), "--sandbox", name, "--interval", "3600")
+    try:
+        agent.wait_for(f"sandbox {name} placed")
+        tid = vcpu_tids(fake.pid)[0]
+        pinned = allowed_list(fake.pid, tid)
+        os.sched_setaffinity(tid, {0, 1})  # an operator (or a shim) moves the vCPU
+
+        agent.process.send_signal(signal.SIGHUP)
+
+        agent.wait_for(f"sandbox {name} placed")
+        assert allowed_list(fake.pid, tid) == pinned
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(timeout=30) == 0
+        agent.wait_for("agent stopped")
+    finally:
+        agent.stop()
+
+
+def test_a_sandbox_that_ends_between_passes_is_not_an_error(
+    tmp_path: Path, sandbox: tuple[str, FakeQemu]
+) -> None:
+    name, fake = sandbox
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-1")})
+    agent = Agent("--sysfs-root", str(host), "--sandbox", name, "--interval", "0.2")
+    try:
+        agent.wait_for(f"sandbox {name} placed")
+        fake.close()
+        time.sleep(1)  # several passes without the sandbox
+        assert agent.process.poll() is None
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(timeout=30) == 0
+        agent.wait_for("agent stopped")
+        assert not [line for line in agent.seen if line.startswith(("ERROR", "Traceback"))]
+    finally:
+        agent.stop()
