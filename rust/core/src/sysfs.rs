@@ -84,6 +84,9 @@ pub struct HostTopology {
     pub notes: Vec<String>,
 }
 
+/// Read the NUMA topology of the host whose sysfs is below `root` (`/` on a live host): its
+/// online nodes in ascending ID order, each cut down to the online CPUs, and its PCI devices.
+/// A file that holds what the kernel never writes is an error naming the file.
 pub fn read_host_topology(root: &Path) -> Result<HostTopology> {
     let system = root.join("sys/devices/system");
     let mut notes = Vec::new();
@@ -562,6 +565,7 @@ mod tests {
         write(root, "sys/devices/system/node/online", b"1\n");
         write(root, "sys/devices/system/node/possible", b"0-1\n");
         write(root, "sys/devices/system/node/has_cpu", b"\n");
+        node(root, 0, "0,2", 1024, "10 21"); // the offline node's folder, left behind
         node(root, 1, "1,3", 1024, "21 10");
         let topology = read_host_topology(root).unwrap();
         assert_eq!(topology.nodes.len(), 1);
