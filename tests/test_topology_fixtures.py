@@ -545,6 +545,8 @@ def test_accounting_gives_summary_hwloc_nodes(
 
 
 def test_every_machine_has_a_default_hwloc_case() -> None:
+    if not SUMMARY:
+        pytest.skip(f"{HWLOC_LINUX / 'SUMMARY.tsv'} is absent")
     assert sorted({c.machine for c in HWLOC_CASES if c.summary}) == sorted(SUMMARY)
     assert {c.machine for c in HWLOC_CASES} == set(MACHINES)
 
