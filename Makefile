@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CACHE ?= $(CURDIR)/.cache
 APT_PACKAGES := qemu-system-x86 busybox-static hwloc-nox cpio kmod
+# numactl: tests compare `kata-numa topology` with `numactl --hardware` on captured machines.
+APT_PACKAGES += numactl
 
 .PHONY: all deps venv install lint test test-rust test-python demo bench guest-kernel clean
 

@@ -46,7 +46,7 @@ class NumaNode:
     id: int
     cpus: CpuSet
     memory_kib: int
-    free_kib: int
+    free_kib: int | None
     distances: list[tuple[int, int]]
     hugepages: list[HugePages]
 

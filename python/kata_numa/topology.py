@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,40 +48,52 @@ def _mib(kib: int) -> int:
     return kib // 1024
 
 
-def _columns(values: Iterable[object], width: int) -> str:
-    return "".join(f"{value!s:>{width}}" for value in values)
+def _cell(value: int | str | None) -> str:
+    """One number of numactl's distance table: `printf("% 3d ")`, so `  0 ` and ` 250 `."""
+    if value is None or isinstance(value, str):
+        return f"{value or '?':>3} "
+    return f"{value: 3d} "
 
 
 def format_numactl(topology: HostTopology) -> str:
-    """The view of `numactl --hardware`, plus GPUs per node."""
+    """What `numactl --hardware` prints for these nodes, line for line, plus huge pages and
+    GPUs per node and the reader's notes.
+
+    Differences from numactl, on purpose: no blanks at the ends of the distance lines; a
+    board without a node folder shows one node 0 (numactl: `available: 0 nodes ()`); a
+    distance that sysfs did not give is `?`; a distance row as wide as the possible nodes is
+    read by those (numactl takes its first value: 21 from node 1 to itself on
+    `offline-cpu0-node0`).
+    """
     lines = [f"available: {len(topology.nodes)} nodes ({_node_list(topology)})"]
     gpus = gpus_by_node(topology)
     for node in topology.nodes:
-        cpus = " ".join(str(cpu) for cpu in node.cpus)
-        lines.append(f"node {node.id} cpus: {cpus}".rstrip())
+        lines.append(f"node {node.id} cpus:" + "".join(f" {cpu}" for cpu in node.cpus))
         lines.append(f"node {node.id} size: {_mib(node.memory_kib)} MB")
-        lines.append(f"node {node.id} free: {_mib(node.free_kib)} MB")
-        for pages in node.hugepages:
-            if pages.total:
-                size = (
-                    f"{pages.size_kib // 1024}MB"
-                    if pages.size_kib >= 1024
-                    else f"{pages.size_kib}kB"
-                )
-                lines.append(
-                    f"node {node.id} hugepages {size}: {pages.total} total, {pages.free} free"
-                )
+        free = "<not available>" if node.free_kib is None else f"{_mib(node.free_kib)} MB"
+        lines.append(f"node {node.id} free: {free}")
+        lines.extend(_hugepages_lines(node))
         if gpus.get(node.id):
             lines.append(f"node {node.id} gpus: {' '.join(gpus[node.id])}")
     if gpus.get(None):
-        lines.append(f"gpus with unknown node (numa_node -1): {' '.join(gpus[None])}")
+        lines.append(f"gpus with unknown node (numa_node -1 or none): {' '.join(gpus[None])}")
     lines.append("node distances:")
-    width = max(4, *(len(str(node.id)) + 1 for node in topology.nodes))
-    lines.append("node " + _columns((node.id for node in topology.nodes), width))
+    lines.append(("node " + "".join(_cell(node.id) for node in topology.nodes)).rstrip())
     for node, row in zip(topology.nodes, distance_matrix(topology), strict=True):
-        lines.append(f"{node.id:>3}: " + _columns(("?" if d is None else d for d in row), width))
+        lines.append((f"{node.id: 3d}: " + "".join(_cell(d) for d in row)).rstrip())
     lines.extend(f"note: {note}" for note in topology.notes)
     return "\n".join(lines)
+
+
+def _hugepages_lines(node: NumaNode) -> list[str]:
+    lines = []
+    for pages in node.hugepages:
+        if pages.total:
+            size = (
+                f"{pages.size_kib // 1024}MB" if pages.size_kib >= 1024 else f"{pages.size_kib}kB"
+            )
+            lines.append(f"node {node.id} hugepages {size}: {pages.total} total, {pages.free} free")
+    return lines
 
 
 def _node_list(topology: HostTopology) -> str:
@@ -90,7 +101,12 @@ def _node_list(topology: HostTopology) -> str:
 
 
 def to_json(topology: HostTopology) -> dict[str, Any]:
-    """The machine view of `kata-numa topology --json`."""
+    """The machine view of `kata-numa topology --json`.
+
+    Each node holds `id`, `cpus` (kernel list, `""` for a memory-only node), `memory_kib`,
+    `free_kib` (`null` when `meminfo` has no MemFree) and `distances`, one per node in the
+    order of `nodes` (`null` where sysfs did not give it).
+    """
     gpus = gpus_by_node(topology)
     nodes = []
     for node, row in zip(topology.nodes, distance_matrix(topology), strict=True):

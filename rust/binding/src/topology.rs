@@ -19,7 +19,7 @@ pub struct NumaNode {
     id: u32,
     cpus: PyCpuSet,
     memory_kib: u64,
-    free_kib: u64,
+    free_kib: Option<u64>,
     distances: Vec<(u32, u32)>,
     hugepages: Vec<HugePages>,
 }

@@ -2,19 +2,41 @@
 
 use crate::error::{Error, Result};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
+
+/// `fs::read` without its `statx` and `lseek` for a size hint (`read_to_end` on a `File`
+/// makes them too): sysfs and procfs files are small and report a size of 4096 or 0 anyway,
+/// and one topology read opens about a thousand of them.
+fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut bytes = vec![0; 4096];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(2 * len, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
 
 /// Read a text file, dropping NUL bytes (some captured trees carry them) and surrounding
 /// white space.
 pub fn read_trimmed(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_small(path).map_err(|e| Error::io(path, e))?;
     Ok(clean(&bytes))
 }
 
 /// Like [`read_trimmed`], but a missing file is `None`.
 pub fn read_optional(path: &Path) -> Result<Option<String>> {
-    match fs::read(path) {
+    match read_small(path) {
         Ok(bytes) => Ok(Some(clean(&bytes))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
