@@ -231,12 +231,20 @@ pub fn plan_guest(request: &PlanRequest) -> Result<Plan> {
         }
     }
     let with_cpus = groups.iter().filter(|g| !node_cpus(request, g).is_empty()).count();
+    if with_cpus == 0 {
+        return Err(plan_error(format!(
+            "no guest node has CPUs: {} hold memory only; map at least one host node with \
+             CPUs",
+            hosts(&groups.iter().fold(CpuSet::new(), |acc, g| acc.union(g)))
+        )));
+    }
     if (max_vcpus as usize) < with_cpus {
         let binding = groups.iter().fold(CpuSet::new(), |acc, g| acc.union(g));
         plan.warnings.push(SKIP_WARNING.to_string());
         plan.decisions.push(format!(
             "maxcpus {max_vcpus} is below the {with_cpus} guest nodes with CPUs: the guest stays \
-             flat, bound to host nodes {binding}"
+             flat, bound to {}",
+            hosts(&binding)
         ));
         return finish_flat(request, max_vcpus, binding, plan);
     }
@@ -317,14 +325,17 @@ fn node_memory_mib(request: &PlanRequest, group: &CpuSet) -> u64 {
     nodes_of(request, group).iter().map(|n| n.memory_mib).sum()
 }
 
+/// `host node 1` or `host nodes 0-1`.
+fn hosts(nodes: &CpuSet) -> String {
+    let noun = if nodes.len() == 1 { "node" } else { "nodes" };
+    format!("host {noun} {nodes}")
+}
+
 fn describe_groups(groups: &[CpuSet]) -> String {
     let parts: Vec<String> = groups
         .iter()
         .enumerate()
-        .map(|(guest, hosts)| {
-            let noun = if hosts.len() == 1 { "node" } else { "nodes" };
-            format!("guest node {guest} ← host {noun} {hosts}")
-        })
+        .map(|(guest, group)| format!("guest node {guest} ← {}", hosts(group)))
         .collect();
     parts.join(", ")
 }
@@ -501,8 +512,14 @@ fn right_size(
             }
         ),
     };
+    let passed_over = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" (passed over: {})", reasons.join("; "))
+    };
     plan.decisions.push(format!(
-        "the sandbox ({size}) fits host node {}, {why}: the guest stays flat, bound to it",
+        "the sandbox ({size}) fits host node {}, {why}: the guest stays flat, bound to \
+         it{passed_over}",
         node.id
     ));
     Some([node.id].into_iter().collect())
@@ -564,6 +581,16 @@ fn check_hugepages(
     Ok(())
 }
 
+fn warn_overcommit(request: &PlanRequest, plan: &mut Plan, what: &str, group: &CpuSet, n: u32) {
+    let free: u64 = nodes_of(request, group).iter().map(|node| node.free_cpus()).sum();
+    if u64::from(n) > free {
+        plan.warnings.push(format!(
+            "{what} has {n} vCPUs for {free} free CPUs of {}: vCPUs will share CPUs",
+            hosts(group)
+        ));
+    }
+}
+
 fn warn_memory(request: &PlanRequest, plan: &mut Plan, what: &str, nodes: &CpuSet, mib: u64) {
     if request.backend.hugepage_kib.is_some() {
         return;
@@ -571,8 +598,9 @@ fn warn_memory(request: &PlanRequest, plan: &mut Plan, what: &str, nodes: &CpuSe
     let free: u64 = nodes_of(request, nodes).iter().map(|n| n.free_now_mib()).sum();
     if mib > free {
         plan.warnings.push(format!(
-            "{what} binds {mib} MiB to host nodes {nodes}, which have {free} MiB free \
-             (after other sandboxes)"
+            "{what} binds {mib} MiB to {}, which has {free} MiB free (after other \
+             sandboxes)",
+            hosts(nodes)
         ));
     }
 }
@@ -610,6 +638,44 @@ pub fn split_proportional(total: u64, weights: &[u64]) -> Vec<u64> {
             given += 1;
         }
     }
+    take_back(&mut shares, total);
+    shares
+}
+
+/// Split `total` in proportion to `weights` for memory: each positive weight gets the floor of
+/// its exact share, at least one; what is left goes to one node, the one of the largest weight
+/// (the earliest on ties); when the minimum of one overshoots, the largest shares give back.
+pub fn split_remainder_to_one(total: u64, weights: &[u64]) -> Vec<u64> {
+    let sum: u64 = weights.iter().sum();
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut shares: Vec<u64> = weights
+        .iter()
+        .map(|&w| {
+            let floor = (u128::from(total) * u128::from(w) / u128::from(sum)) as u64;
+            if w > 0 {
+                floor.max(1)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let given: u64 = shares.iter().sum();
+    if given < total {
+        let heaviest = (0..weights.len()).max_by_key(|&i| (weights[i], std::cmp::Reverse(i)));
+        if let Some(i) = heaviest {
+            shares[i] += total - given;
+        }
+    }
+    take_back(&mut shares, total);
+    shares
+}
+
+/// Lower the largest shares (the earliest on ties), never below one, until they add up to
+/// `total`.
+fn take_back(shares: &mut [u64], total: u64) {
+    let mut given: u64 = shares.iter().sum();
     while given > total {
         let Some(i) = (0..shares.len())
             .filter(|&i| shares[i] > 1)
@@ -620,7 +686,6 @@ pub fn split_proportional(total: u64, weights: &[u64]) -> Vec<u64> {
         shares[i] -= 1;
         given -= 1;
     }
-    shares
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -659,6 +724,7 @@ fn finish_numa(
         let with_memory: CpuSet =
             nodes_of(request, group).iter().filter(|n| n.memory_mib > 0).map(|n| n.id).collect();
         check_hugepages(request, &what, &with_memory, memory[guest])?;
+        warn_overcommit(request, &mut plan, &what, group, counts[guest]);
         if memory[guest] > 0 {
             warn_memory(request, &mut plan, &what, &with_memory, memory[guest]);
         }
@@ -771,11 +837,12 @@ fn split_memory(
         )));
     }
     let sizes: Vec<u64> =
-        split_proportional(units, &weights).into_iter().map(|u| u * page).collect();
+        split_remainder_to_one(units, &weights).into_iter().map(|u| u * page).collect();
     let parts: Vec<String> = sizes.iter().map(u64::to_string).collect();
     plan.decisions.push(format!(
-        "memory split in proportion to vCPUs in {page} MiB pages (a node without vCPUs weighs \
-         as an average one, a node without host memory gets none): {} MiB",
+        "memory split in proportion to vCPUs in {page} MiB pages, the remainder to the \
+         largest node (a node without vCPUs weighs as an average one, a node without host \
+         memory gets none): {} MiB",
         parts.join(" + ")
     ));
     for (guest, &size) in sizes.iter().enumerate() {
@@ -907,8 +974,8 @@ fn verdict(plan: &mut Plan, device: &VfioDevice, guest: Option<u32>) {
             "VFIO device {bdf} is on host node {host}, where the flat guest is bound"
         )),
         (Some(host), _, true) => plan.warnings.push(format!(
-            "VFIO device {bdf} is on host node {host}, but the guest is bound to host nodes {}",
-            plan.host_nodes
+            "VFIO device {bdf} is on host node {host}, but the guest is bound to {}",
+            hosts(&plan.host_nodes)
         )),
         (Some(host), Some(guest), false) => plan.decisions.push(format!(
             "VFIO device NUMA placement validated bdf={bdf} host-numa={host} guest-numa={guest}"
@@ -1104,10 +1171,18 @@ mod tests {
             ("minimum one takes from the largest", 5, &[1, 1, 100], &[1, 1, 3]),
             ("remainder to the largest fraction", 7, &[1, 1], &[4, 3]),
             ("zero weight", 6, &[2, 0, 1], &[4, 0, 2]),
-            ("memory 4097 on two", 4097, &[1, 1], &[2049, 2048]),
         ];
         for (name, total, weights, want) in cases {
             assert_eq!(split_proportional(*total, weights), want.to_vec(), "{name}");
+        }
+        let memory: &[(&str, u64, &[u64], &[u64])] = &[
+            ("4097 on two", 4097, &[1, 1], &[2049, 2048]),
+            ("remainder to the largest", 2048, &[16, 4], &[1639, 409]),
+            ("remainder to one node", 11, &[1, 1, 1], &[5, 3, 3]),
+            ("minimum one", 3, &[1000, 1, 1], &[1, 1, 1]),
+        ];
+        for (name, total, weights, want) in memory {
+            assert_eq!(split_remainder_to_one(*total, weights), want.to_vec(), "{name}");
         }
     }
 
