@@ -185,7 +185,8 @@ def load_kata_config(path: Path | None, sysfs_root: Path) -> tuple[KataConfig | 
             raise
         return None, "no Kata configuration found: command-line values and Kata's defaults"
     config = load_config(base)
-    dropins = f" with {len(config.dropins)} drop-ins" if config.dropins else ""
+    count = len(config.dropins)
+    dropins = f" with {count} drop-in{'s' if count > 1 else ''}" if count else ""
     return config, f"Kata configuration {base}{dropins}"
 
 
@@ -206,7 +207,8 @@ def make_plan(
     mapping = wish.mapping
     if mapping is None and config is not None and get(QEMU, "numa_mapping"):
         mapping = list(get(QEMU, "numa_mapping"))
-        decisions.append(f"numa_mapping {mapping} from the Kata configuration")
+        shown = ", ".join(f'"{entry}"' for entry in mapping)
+        decisions.append(f"numa_mapping [{shown}] from the Kata configuration")
     if config is not None and not get(QEMU, "enable_numa"):
         warnings.append(
             "enable_numa is false in the Kata configuration: Kata would start "
