@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ from hypothesis import strategies as st
 from kata_numa._native import (
     SKIP_WARNING,
     CpuSet,
-    Plan,
     PlanHostNode,
     parse_qemu_args,
     plan_guest,
@@ -34,32 +34,12 @@ from kata_numa.planner import (
     usage_of_layouts,
 )
 from kata_numa.topology import read_topology
+from planhosts import hosts, layout
 
 #: Captures of real machines, beside the checkout (DESIGN §4); KATA_NUMA_FIXTURES overrides.
 FIXTURES = Path(
     os.environ.get("KATA_NUMA_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures")
 )
-
-
-def hosts(*cpus: int, memory_mib: int | list[int] = 8192, **per_node: Any) -> list[PlanHostNode]:
-    """Host nodes 0.. with `cpus[i]` CPUs each (numbered on), `memory_mib` each (or a list, one
-    per node), 10/21 distances. `per_node` maps another field to one value per node."""
-    nodes, first = [], 0
-    for node_id, count in enumerate(cpus):
-        memory = memory_mib[node_id] if isinstance(memory_mib, list) else memory_mib
-        fields: dict[str, Any] = {
-            "memory_mib": memory,
-            "distances": [(o, 10 if o == node_id else 21) for o in range(len(cpus))],
-        }
-        fields.update({name: values[node_id] for name, values in per_node.items()})
-        cpuset = CpuSet(range(first, first + count))
-        nodes.append(PlanHostNode(node_id, cpuset, fields.pop("memory_mib"), **fields))
-        first += count
-    return nodes
-
-
-def layout(plan: Plan) -> list[tuple[str, str, int]]:
-    return [(n.host_nodes.to_list(), n.vcpus.to_list(), n.memory_mib) for n in plan.nodes]
 
 
 @dataclass
@@ -88,8 +68,7 @@ CASES = [
         id="cpus-8-2_10-vcpus_split-8+2_(10-vcpus-exceed-any-node)",
     ),
     pytest.param(
-        # 10 vCPUs in 3 sockets of ceil(10/3)=4 cores: maxcpus 12, slots 10-11 padding node 2.
-        Case(hosts(6, 3, 1), 10, 3000, [("0", "0-5", 1800), ("1", "6-8", 900), ("2", "9-11", 300)]),
+        Case(hosts(6, 3, 1), 10, 3000, [("0", "0-5", 1800), ("1", "6-8", 900), ("2", "9", 300)]),
         id="cpus-6-3-1_10-vcpus_split-6+3+1_(10-vcpus-exceed-any-node)",
     ),
     pytest.param(
@@ -183,11 +162,25 @@ def test_planner_table(case: Case) -> None:
     assert plan.decisions
 
 
-def test_smp_rounding_and_padding_is_explained() -> None:
-    plan = plan_guest(hosts(6, 3, 1), 10, 3000)
+@pytest.mark.parametrize(
+    ("cpus", "vcpus", "shape"),
+    [
+        pytest.param((4, 4), 8, (2, 4), id="equal-split_one-socket-per-node"),
+        pytest.param((16, 16), 80, (2, 40), id="80-vcpus_two-sockets-of-40"),
+        pytest.param((8, 2), 10, (5, 2), id="8+2_five-sockets-of-2"),
+        pytest.param((6, 3, 1), 10, (10, 1), id="6+3+1_ten-sockets-of-1"),
+    ],
+)
+def test_smp_keeps_every_guest_node_whole_sockets(
+    cpus: tuple[int, ...], vcpus: int, shape: tuple[int, int]
+) -> None:
+    plan = plan_guest(hosts(*cpus), vcpus, 100_000)
     smp = plan.smp
-    assert (smp.cpus, smp.maxcpus, smp.sockets, smp.cores, smp.threads) == (10, 12, 3, 4, 1)
-    assert any("rounded up to 12" in d and "10-11" in d for d in plan.decisions)
+    assert (smp.sockets, smp.cores, smp.threads, smp.maxcpus) == (*shape, 1, vcpus)
+    sockets_of = [{v // smp.cores for v in node.vcpus} for node in plan.nodes]
+    assert sum(len(s) for s in sockets_of) == smp.sockets, "a socket in two guest nodes"
+    if smp.sockets != len(plan.nodes):
+        assert any("straddle" in d for d in plan.decisions)
 
 
 def test_confidential_keeps_exact_count_and_warns() -> None:
@@ -390,22 +383,12 @@ def ref_plan(
     if top < with_cpus:
         return flat(sorted({h for g in groups for h in g}))
     counts = ref_split(top, [ncpus(g) for g in groups])
-    if confidential:
-        from math import gcd
-
-        cores = 0
-        for n in counts:
-            cores = gcd(cores, n) if n else cores
-        smp = (vcpus, top, top // cores, cores)
-    else:
-        cores = -(-top // with_cpus)
-        smp = (vcpus, with_cpus * cores, with_cpus, cores)
-    last = max(i for i, n in enumerate(counts) if n)
+    cores = math.gcd(*counts)
+    smp = (vcpus, top, top // cores, cores)
     ranges, start = [], 0
-    for i, n in enumerate(counts):
-        end = smp[1] if i == last else start + n
-        ranges.append(CpuSet(range(start, end)).to_list())
-        start = end
+    for n in counts:
+        ranges.append(CpuSet(range(start, start + n)).to_list())
+        start += n
     weights = [
         0 if mem(g) == 0 else (top if n == 0 else n * with_cpus)
         for g, n in zip(groups, counts, strict=True)
@@ -528,6 +511,8 @@ def test_planner_invariants_and_reference(s: dict[str, Any]) -> None:
     if not plan.is_flat:
         seen = [v for node in plan.nodes for v in node.vcpus]
         assert sorted(seen) == list(range(smp.maxcpus)), "each vCPU in exactly one node"
+        sockets = [{v // smp.cores for v in node.vcpus} for node in plan.nodes]
+        assert sum(map(len, sockets)) == smp.sockets, "each node is whole sockets"
         assert sum(node.memory_mib for node in plan.nodes) == s["memory"]
         assert [(n.id, n.cpus) for n in layout_back.nodes] == [(n.id, n.vcpus) for n in plan.nodes]
         d = plan.distances

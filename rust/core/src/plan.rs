@@ -7,15 +7,15 @@
 //! one in `Plan::warnings`.
 //!
 //! Choices made where DESIGN leaves room (each also stated in the decisions of a plan):
-//! * `-smp`: one socket per guest node that holds vCPUs, `cores = ceil(maxvcpus / sockets)`,
-//!   one thread. QEMU insists on `sockets * cores * threads == maxcpus`, so maxcpus is rounded
-//!   up to `sockets * cores` (by less than one socket); the extra slots belong to the last guest
-//!   node with vCPUs and are never started (Kata hot-plugs at most its own maxvcpus). With an
-//!   unequal split a socket may straddle two guest nodes: QEMU and Linux accept that (Linux
-//!   notes it at boot), and keeping one socket per node is what Kata's own NUMA code does.
-//! * Confidential guests cannot hot-plug vCPUs, so their maxcpus is exactly the vCPU count and
-//!   the shape is `cores = gcd(vCPUs of each node)`, `sockets = vCPUs / cores`: every guest node
-//!   is then a run of whole sockets and nothing is rounded.
+//! * `-smp`: `cores` is the largest number that divides the vCPU count of every guest node,
+//!   `sockets = maxvcpus / cores`, one thread, and maxcpus is exactly the max vCPUs. Each guest
+//!   node is then a run of whole sockets. With an equal split (the usual symmetric host) this
+//!   is one socket per guest node with `maxvcpus / nodes` cores. One socket per node with
+//!   `ceil(maxvcpus / nodes)` cores always would need maxcpus rounded up and, with an unequal
+//!   split, sockets straddling two nodes: QEMU takes that, but Linux guests print a WARNING
+//!   with a stack trace at boot (`llc-sibling CPU #n is not on the same node`, a panic under
+//!   `panic_on_warn`).
+//! * Confidential guests cannot hot-plug vCPUs, so their maxcpus is the vCPU count.
 //! * Memory is split in proportion to vCPUs; a guest node without vCPUs (a memory-only host
 //!   node named in the mapping) weighs as much as an average node with vCPUs; a guest node
 //!   whose host nodes have no memory gets none.
@@ -717,7 +717,7 @@ fn finish_numa(
     ));
 
     let smp = numa_smp(request, max_vcpus, &counts, with_cpus, &mut plan);
-    let vcpus = vcpu_ranges(&counts, smp.maxcpus);
+    let vcpus = vcpu_ranges(&counts);
     let memory = split_memory(request, groups, &counts, &mut plan)?;
     for (guest, group) in groups.iter().enumerate() {
         let what = format!("guest node {guest}");
@@ -753,52 +753,32 @@ fn numa_smp(
     plan: &mut Plan,
 ) -> Smp {
     let mut smp = flat_smp(request.vcpus, max_vcpus);
-    if request.confidential {
-        let cores = counts.iter().filter(|&&n| n > 0).fold(0, |acc, &n| gcd(acc, n)).max(1);
-        smp.cores = cores;
-        smp.sockets = max_vcpus / cores;
-        plan.decisions.push(format!(
-            "-smp: {} sockets × {cores} cores × 1 thread = {max_vcpus}: cores is the largest \
-             size that divides every guest node's vCPUs, so each node is whole sockets and \
-             maxcpus stays exact",
-            smp.sockets
-        ));
-        return smp;
-    }
-    smp.sockets = with_cpus;
-    smp.cores = max_vcpus.div_ceil(with_cpus);
-    smp.maxcpus = smp.sockets * smp.cores;
-    let mut sentence = format!(
-        "-smp: one socket per guest node with vCPUs, {} sockets × {} cores × 1 thread",
+    smp.cores = counts.iter().filter(|&&n| n > 0).fold(0, |acc, &n| gcd(acc, n)).max(1);
+    smp.sockets = max_vcpus / smp.cores;
+    let shape = format!(
+        "-smp: {} sockets × {} cores × 1 thread = maxcpus {max_vcpus}",
         smp.sockets, smp.cores
     );
-    if smp.maxcpus > max_vcpus {
-        let extra: CpuSet = (max_vcpus..smp.maxcpus).collect();
-        let last = counts.iter().rposition(|&n| n > 0).unwrap_or(0);
-        let _ = write!(
-            sentence,
-            "; maxcpus {max_vcpus} is rounded up to {} because QEMU needs sockets × cores × \
-             threads = maxcpus: the extra slots (vCPUs {extra}) belong to guest node {last} and \
-             are never started (Kata hot-plugs at most {max_vcpus})",
-            smp.maxcpus
-        );
+    if smp.sockets == with_cpus {
+        plan.decisions.push(format!("{shape}: one socket per guest node with vCPUs"));
     } else {
-        let _ = write!(sentence, " = maxcpus {}", smp.maxcpus);
+        plan.decisions.push(format!(
+            "{shape}: {} cores is the largest socket size that divides every guest node's \
+             vCPUs, so each guest node is whole sockets (one socket per node would make a \
+             socket straddle two nodes, which the guest kernel reports with a WARNING)",
+            smp.cores
+        ));
     }
-    plan.decisions.push(sentence);
     smp
 }
 
-/// Consecutive vCPU indexes per guest node in node order; the slots from the rounding of
-/// maxcpus go to the last node with vCPUs.
-fn vcpu_ranges(counts: &[u32], maxcpus: u32) -> Vec<CpuSet> {
-    let last = counts.iter().rposition(|&n| n > 0);
+/// Consecutive vCPU indexes per guest node, in node order.
+fn vcpu_ranges(counts: &[u32]) -> Vec<CpuSet> {
     let mut start = 0;
     let mut ranges = Vec::with_capacity(counts.len());
-    for (index, &count) in counts.iter().enumerate() {
-        let end = if Some(index) == last { maxcpus } else { start + count };
-        ranges.push((start..end).collect::<CpuSet>());
-        start = end;
+    for &count in counts {
+        ranges.push((start..start + count).collect::<CpuSet>());
+        start += count;
     }
     ranges
 }
@@ -1199,7 +1179,7 @@ mod tests {
                 &[6, 3, 1],
                 10,
                 1000,
-                &[("0", "0-5", 600), ("1", "6-8", 300), ("2", "9-11", 100)],
+                &[("0", "0-5", 600), ("1", "6-8", 300), ("2", "9", 100)],
             ),
             ("4097 MiB", &[4, 4], 8, 4097, &[("0", "0-3", 2049), ("1", "4-7", 2048)]),
         ];
@@ -1213,13 +1193,22 @@ mod tests {
     }
 
     #[test]
-    fn smp_rounds_maxcpus_up_to_whole_sockets() {
-        let plan = plan_guest(&request(host(&[6, 3, 1]), 10, 3000)).unwrap();
-        assert_eq!(
-            (plan.smp.cpus, plan.smp.maxcpus, plan.smp.sockets, plan.smp.cores),
-            (10, 12, 3, 4)
-        );
-        assert!(plan.decisions.iter().any(|d| d.contains("rounded up to 12")));
+    fn smp_keeps_each_node_whole_sockets() {
+        let cases: &[(&[u32], u32, (u32, u32))] = &[
+            (&[4, 4], 8, (2, 4)),
+            (&[8, 2], 10, (5, 2)),
+            (&[6, 3, 1], 10, (10, 1)),
+            (&[16, 16], 80, (2, 40)),
+        ];
+        for (cpus, vcpus, (sockets, cores)) in cases {
+            let plan = plan_guest(&request(host(cpus), *vcpus, 100_000)).unwrap();
+            let smp = &plan.smp;
+            assert_eq!((smp.sockets, smp.cores, smp.maxcpus), (*sockets, *cores, *vcpus));
+            for node in &plan.nodes {
+                assert_eq!(node.vcpus.len() as u32 % cores, 0, "{cpus:?}");
+                assert_eq!(node.vcpus.first().unwrap_or(0) % cores, 0, "{cpus:?}");
+            }
+        }
     }
 
     #[test]
@@ -1235,6 +1224,8 @@ mod tests {
         assert_eq!(layout(&plan)[2].1, "9");
         assert!(plan.warnings.iter().any(|w| w.contains("guest_memfd")));
         round_trip(&plan);
+        req.confidential = false;
+        assert_eq!(plan_guest(&req).unwrap().smp.maxcpus, 16);
     }
 
     #[test]
