@@ -349,9 +349,10 @@ def describe(result: PlanResult) -> str:
     """The human text of `kata-numa plan`."""
     plan = result.plan
     smp = plan.smp
+    noun = "node" if len(plan.host_nodes) == 1 else "nodes"
     lines = [
         f"{smp.cpus} vCPUs (maxcpus {smp.maxcpus}), {plan.memory_mib} MiB, bound to host "
-        f"nodes {plan.host_nodes or 'none'}"
+        f"{noun} {plan.host_nodes or 'none'}"
     ]
     if plan.is_flat:
         lines.append("flat guest (no guest NUMA nodes)")

@@ -18,7 +18,9 @@
 //! * Confidential guests cannot hot-plug vCPUs, so their maxcpus is the vCPU count.
 //! * Memory is split in proportion to vCPUs; a guest node without vCPUs (a memory-only host
 //!   node named in the mapping) weighs as much as an average node with vCPUs; a guest node
-//!   whose host nodes have no memory gets none.
+//!   whose host nodes have no memory gets none; the remainder of the page rounding goes to the
+//!   largest node. vCPUs are split in proportion to host CPUs (largest remainders, at least one
+//!   per node with CPUs).
 
 use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
@@ -37,8 +39,11 @@ const REMOTE_DISTANCE: u32 = 20;
 /// there; PCI expander buses share the buses from here up to 255.
 const FIRST_EXPANDER_BUS: u32 = 128;
 const LAST_BUS: u32 = 255;
-/// Chassis numbers of our root ports start here, clear of the small numbers Kata uses.
+/// Chassis numbers of our root ports start here, apart from the low numbers of root ports a
+/// launcher adds itself (each chassis/slot pair must be unique).
 const FIRST_CHASSIS: u32 = 100;
+/// QEMU's MAX_NODES.
+const MAX_GUEST_NODES: usize = 128;
 /// Linux drops NUMA nodes smaller than this (NODE_MIN_SIZE on x86).
 const GUEST_NODE_MIN_MIB: u64 = 4;
 
@@ -231,6 +236,13 @@ pub fn plan_guest(request: &PlanRequest) -> Result<Plan> {
         }
     }
     let with_cpus = groups.iter().filter(|g| !node_cpus(request, g).is_empty()).count();
+    if groups.len() > MAX_GUEST_NODES {
+        return Err(plan_error(format!(
+            "{} guest nodes are more than the {MAX_GUEST_NODES} QEMU allows; group host nodes \
+             in numa_mapping",
+            groups.len()
+        )));
+    }
     if with_cpus == 0 {
         return Err(plan_error(format!(
             "no guest node has CPUs: {} hold memory only; map at least one host node with \
@@ -553,6 +565,7 @@ fn finish_flat(
     } else {
         warn_memory(request, &mut plan, "the guest", &memory_nodes, request.memory_mib);
     }
+    warn_overcommit(request, &mut plan, "the guest", &binding, max_vcpus);
     plan.smp = flat_smp(request.vcpus, max_vcpus);
     plan.host_nodes = binding;
     plan.flat_memory_nodes = memory_nodes;
