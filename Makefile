@@ -34,8 +34,8 @@ install: venv
 	$(PIP) install -q -e .
 
 lint: install
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests $(wildcard benches)
+	$(VENV)/bin/ruff format --check python tests $(wildcard benches)
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest kata_numa._native --ignore-missing-stub
 	cd rust && cargo fmt --check && cargo clippy --all-targets -q -- -D warnings
@@ -46,7 +46,32 @@ test-rust:
 test-python: install
 	$(VENV)/bin/pytest -q
 
-test: deps install test-rust test-python
+test: deps install guest-kernel test-rust test-python
+
+# A Debian kernel for the guest-boot tests (pytest -m guest): the package linux-image-amd64
+# points at, fetched with apt-get download and unpacked with dpkg-deb into .cache (never
+# installed into /boot). Only vmlinuz and its config are kept.
+GUEST_KERNEL_DIR := $(CACHE)/guest-kernel
+KERNEL_PKG = apt-cache depends linux-image-amd64 2>/dev/null | \
+	sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$$/\1/p' | head -n1
+
+guest-kernel: $(GUEST_KERNEL_DIR)/vmlinuz
+
+$(GUEST_KERNEL_DIR)/vmlinuz:
+	@set -e; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	pkg=$$($(KERNEL_PKG)); \
+	if [ -z "$$pkg" ]; then $$SUDO apt-get update -qq; pkg=$$($(KERNEL_PKG)); fi; \
+	[ -n "$$pkg" ] || { echo "apt knows no linux-image-*-amd64 package" >&2; exit 1; }; \
+	work=$(GUEST_KERNEL_DIR).tmp; rm -rf $$work; mkdir -p $$work; \
+	echo "guest kernel: $$pkg"; \
+	(cd $$work && apt-get download -qq $$pkg 2>/dev/null) || \
+		($$SUDO apt-get update -qq && cd $$work && apt-get download -qq $$pkg); \
+	dpkg-deb -x $$work/$${pkg}_*.deb $$work/root; \
+	mkdir -p $(GUEST_KERNEL_DIR); \
+	cp $$work/root/boot/config-* $(GUEST_KERNEL_DIR)/config; \
+	echo $$pkg > $(GUEST_KERNEL_DIR)/package; \
+	cp $$work/root/boot/vmlinuz-* $(GUEST_KERNEL_DIR)/vmlinuz.tmp; \
+	mv $(GUEST_KERNEL_DIR)/vmlinuz.tmp $@; rm -rf $$work
 
 demo: deps install
 	bash examples/demo.sh

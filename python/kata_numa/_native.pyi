@@ -147,3 +147,79 @@ class GuestLayout:
 
 def parse_qemu_args(argv: list[str]) -> GuestLayout: ...
 def parse_size(text: str, default_unit: int = 1) -> int | None: ...
+
+SKIP_WARNING: str
+
+@final
+class PlanHostNode:
+    """One host NUMA node for the planner, with what other sandboxes already use there."""
+
+    id: int
+    cpus: CpuSet
+    memory_mib: int
+    free_mib: int
+    distances: list[tuple[int, int]]
+    hugepages_free: list[tuple[int, int]]
+    used_cpus: int
+    used_memory_mib: int
+    def __new__(
+        cls,
+        id: int,
+        cpus: CpuSet,
+        memory_mib: int,
+        *,
+        free_mib: int | None = None,
+        distances: list[tuple[int, int]] = ...,
+        hugepages_free: list[tuple[int, int]] = ...,
+        used_cpus: int = 0,
+        used_memory_mib: int = 0,
+    ) -> PlanHostNode: ...
+
+@final
+class PlannedNode:
+    id: int
+    host_nodes: CpuSet
+    vcpus: CpuSet
+    memory_mib: int
+    memory_nodes: CpuSet
+
+@final
+class PlannedDevice:
+    bdf: str
+    host_node: int | None
+    guest_node: int | None
+    root_port: str
+
+@final
+class Plan:
+    nodes: list[PlannedNode]
+    host_nodes: CpuSet
+    flat_memory_nodes: CpuSet
+    smp: Smp
+    memory_mib: int
+    mem_path: str | None
+    hugepage_kib: int | None
+    share: bool
+    prealloc: bool
+    distances: list[list[int]]
+    devices: list[PlannedDevice]
+    decisions: list[str]
+    warnings: list[str]
+    qemu_args: list[str]
+    is_flat: bool
+
+def plan_guest(
+    host: list[PlanHostNode],
+    vcpus: int,
+    memory_mib: int,
+    *,
+    max_vcpus: int | None = None,
+    mapping: list[str] | None = None,
+    vfio: list[tuple[str, int | None]] = ...,
+    mem_path: str | None = None,
+    hugepage_kib: int | None = None,
+    share: bool = False,
+    prealloc: bool = False,
+    confidential: bool = False,
+    policy: str = "most-free",
+) -> Plan: ...

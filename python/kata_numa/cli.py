@@ -8,8 +8,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from kata_numa import __version__
+from kata_numa import __version__, kataconfig, planner
+from kata_numa._native import HostTopology
 from kata_numa.agent import AgentOptions, log_report, run_pass
 from kata_numa.errors import KataNumaError
 from kata_numa.log import setup_logging
@@ -84,7 +86,70 @@ def build_parser() -> argparse.ArgumentParser:
         dest="only",
         help="manage only this sandbox (repeatable); others are left alone",
     )
+    _add_plan_commands(commands)
     return parser
+
+
+def _add_plan_commands(commands: Any) -> None:
+    plan = commands.add_parser("plan", help="plan a sandbox's guest NUMA topology and QEMU args")
+    plan.add_argument("--vcpus", type=int, metavar="N", help="vCPUs at boot (default_vcpus)")
+    plan.add_argument("--memory", metavar="SIZE", help="guest memory: 4096M, 64G, 64Gi")
+    plan.add_argument("--max-vcpus", type=int, metavar="N", help="vCPU limit (default_maxvcpus)")
+    plan.add_argument(
+        "--mapping",
+        action="append",
+        metavar="LIST",
+        help="host nodes of the next guest node, e.g. 0-1 (repeat per guest node)",
+    )
+    plan.add_argument(
+        "--vfio",
+        action="append",
+        default=[],
+        metavar="BDF[@NODE]",
+        help="a PCI device to pass through; @NODE plans for a device elsewhere",
+    )
+    plan.add_argument("--hugepages", metavar="SIZE", help="back memory with huge pages: 2M, 1G")
+    plan.add_argument("--shared", action="store_true", help="shared file memory on /dev/shm")
+    plan.add_argument("--prealloc", action="store_true", help="allocate all memory at start")
+    plan.add_argument("--confidential", action="store_true", help="SEV-SNP or TDX guest")
+    plan.add_argument(
+        "--policy",
+        choices=["most-free", "first"],
+        default="most-free",
+        help="node of a sandbox that fits one (first: Kata's lowest-ID choice)",
+    )
+    plan.add_argument(
+        "--used",
+        action="append",
+        default=[],
+        metavar="NODE:VCPUS[:MEMORY]",
+        help="capacity other sandboxes take on a host node (adds to --proc-root's)",
+    )
+    plan.add_argument(
+        "--kata-config",
+        type=Path,
+        metavar="FILE",
+        help="Kata configuration (default: where Kata looks, on the live host)",
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    _roots(plan, proc=False)
+    plan.add_argument(
+        "--proc-root",
+        type=Path,
+        metavar="DIR",
+        help="count the sandboxes running here (default /proc on the live host)",
+    )
+
+    check = commands.add_parser("check-config", help="show and check Kata's NUMA configuration")
+    check.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        metavar="FILE",
+        help="base configuration (default: where Kata looks)",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    _roots(check, proc=False)
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
@@ -183,7 +248,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(Service(options, args.interval).serve())
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    topology = read_topology(args.sysfs_root)
+    config, how = planner.load_kata_config(args.kata_config, args.sysfs_root)
+    usage, notes = _plan_usage(args, topology)
+    wish = planner.PlanInput(
+        vcpus=args.vcpus,
+        memory_mib=planner.parse_size_mib(args.memory) if args.memory else None,
+        max_vcpus=args.max_vcpus,
+        mapping=args.mapping,
+        vfio=args.vfio,
+        hugepage_kib=planner.parse_page_size_kib(args.hugepages) if args.hugepages else None,
+        shared=args.shared,
+        prealloc=args.prealloc,
+        confidential=args.confidential,
+        policy=args.policy,
+    )
+    result = planner.make_plan(wish, topology, config, usage, [how, *notes])
+    print(json.dumps(planner.to_json(result), indent=2) if args.json else planner.describe(result))
+    return EXIT_OK
+
+
+def _plan_usage(
+    args: argparse.Namespace, topology: HostTopology
+) -> tuple[dict[int, planner.NodeUsage], list[str]]:
+    proc_root = args.proc_root
+    if proc_root is None and args.sysfs_root == Path("/"):
+        proc_root = Path("/proc")
+    usage: dict[int, planner.NodeUsage] = {}
+    notes: list[str] = []
+    if proc_root is not None:
+        sandboxes, _ = find_sandboxes(proc_root)
+        usage, notes = planner.usage_of_layouts(s.layout for s in sandboxes)
+    for text in args.used:
+        node, used = planner.parse_used(text)
+        entry = usage.setdefault(node, planner.NodeUsage())
+        entry.vcpus += used.vcpus
+        entry.memory_mib += used.memory_mib
+    return usage, notes
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = kataconfig.load_config(kataconfig.find_config(args.file))
+    topology = read_topology(args.sysfs_root)
+    problems = kataconfig.check_config(config, topology)
+    if args.json:
+        print(json.dumps(kataconfig.to_json(config, problems), indent=2))
+    else:
+        print(kataconfig.describe(config, problems))
+    return EXIT_FINDINGS if any(p.level == "error" for p in problems) else EXIT_OK
+
+
 COMMANDS = {"topology": cmd_topology, "sandboxes": cmd_sandboxes, "run": cmd_run}
+COMMANDS |= {"plan": cmd_plan, "check-config": cmd_check_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod cpuset;
 mod errors;
+mod plan;
 mod procfs;
 mod qemu;
 mod topology;
@@ -15,5 +16,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     topology::register(m)?;
     procfs::register(m)?;
     qemu::register(m)?;
+    plan::register(m)?;
     Ok(())
 }

@@ -123,3 +123,17 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     Ok(())
 }
+
+impl From<qemu::Smp> for Smp {
+    fn from(s: qemu::Smp) -> Self {
+        Smp {
+            cpus: s.cpus,
+            maxcpus: s.maxcpus,
+            sockets: s.sockets,
+            dies: s.dies,
+            clusters: s.clusters,
+            cores: s.cores,
+            threads: s.threads,
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod cpuset;
 pub mod error;
 pub mod fsutil;
+pub mod plan;
 pub mod procfs;
 pub mod qemu;
 pub mod sysfs;

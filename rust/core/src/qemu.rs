@@ -128,8 +128,15 @@ pub fn parse_size(text: &str, default_unit: u64) -> Option<u64> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
-    let unit = match suffix.to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
-        "" => default_unit,
+    let lower = suffix.to_ascii_lowercase();
+    // `G`, `GB`, `Gi` and `GiB` all mean 2^30 here.
+    let letter = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('i'))
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let unit = match letter {
+        "" if lower.is_empty() || lower == "b" => default_unit,
         "k" => 1 << 10,
         "m" => 1 << 20,
         "g" => 1 << 30,
@@ -431,5 +438,10 @@ mod tests {
         assert_eq!(parse_size("4G", 1), Some(4 << 30));
         assert_eq!(parse_size("1.5G", 1), Some(3 << 29));
         assert_eq!(parse_size("12x", 1), None);
+        assert_eq!(parse_size("64Gi", 1), Some(64 << 30));
+        assert_eq!(parse_size("64GiB", 1), Some(64 << 30));
+        assert_eq!(parse_size("512kB", 1), Some(512 << 10));
+        assert_eq!(parse_size("1ib", 1), None);
+        assert_eq!(parse_size("1i", 1), None);
     }
 }
