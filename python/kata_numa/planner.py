@@ -116,7 +116,8 @@ def host_nodes(topology: HostTopology, usage: dict[int, NodeUsage]) -> list[Plan
             node.id,
             node.cpus,
             node.memory_kib // 1024,
-            free_mib=node.free_kib // 1024,
+            # Unknown MemFree (some captures lack it): count the whole node as free.
+            free_mib=(node.memory_kib if node.free_kib is None else node.free_kib) // 1024,
             distances=list(node.distances),
             hugepages_free=[(p.size_kib, p.free) for p in node.hugepages],
             used_cpus=usage.get(node.id, NodeUsage()).vcpus,
