@@ -32,8 +32,8 @@ install: venv
 	$(PIP) install -q -e .
 
 lint: install
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests $(wildcard benches)
+	$(VENV)/bin/ruff format --check python tests $(wildcard benches)
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest kata_numa._native --ignore-missing-stub
 	cd rust && cargo fmt --check && cargo clippy --all-targets -q -- -D warnings

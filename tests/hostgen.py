@@ -51,8 +51,11 @@ def make_host(
         folder = system / f"node/node{node_id}"
         _write(folder / "cpulist", spec.cpus + "\n")
         free = spec.memory_kib // 2 if spec.free_kib is None else spec.free_kib
-        _write(folder / "meminfo", f"Node {node_id} MemTotal: {spec.memory_kib:>12} kB\n"
-                                   f"Node {node_id} MemFree:  {free:>12} kB\n")
+        _write(
+            folder / "meminfo",
+            f"Node {node_id} MemTotal: {spec.memory_kib:>12} kB\n"
+            f"Node {node_id} MemFree:  {free:>12} kB\n",
+        )
         row = distances[row_index] if distances else [10 if j == node_id else 20 for j in ids]
         _write(folder / "distance", " ".join(str(d) for d in row) + "\n")
         for size, (total, free_pages) in spec.hugepages.items():
@@ -91,5 +94,8 @@ if __name__ == "__main__":
     import sys
 
     # The bundled example: a two-node host whose node 0 is CPU 0 and node 1 is CPU 1.
-    make_host(Path(sys.argv[1]), {0: NodeSpec("0", 2 << 20), 1: NodeSpec("1", 2 << 20)},
-              distances=[[10, 21], [21, 10]])
+    make_host(
+        Path(sys.argv[1]),
+        {0: NodeSpec("0", 2 << 20), 1: NodeSpec("1", 2 << 20)},
+        distances=[[10, 21], [21, 10]],
+    )

@@ -65,7 +65,9 @@ class PassReport:
         return sum(r.outcome is Outcome.FAILED for s in self.sandboxes for r in s.results)
 
 
-def _prepare(options: AgentOptions, topology: HostTopology, sandboxes: Iterable[Sandbox]) -> tuple[list[PlacementInput], list[Sandbox], dict[str, str]]:
+def _prepare(
+    options: AgentOptions, topology: HostTopology, sandboxes: Iterable[Sandbox]
+) -> tuple[list[PlacementInput], list[Sandbox], dict[str, str]]:
     inputs, gone, methods = [], [], {}
     for sandbox in sandboxes:
         try:
@@ -91,7 +93,9 @@ def run_pass(options: AgentOptions) -> PassReport:
 
     report = PassReport(topology, skipped=skipped, gone=gone, dry_run=dry_run)
     for placement in placements:
-        entry = SandboxReport(placement, vcpu_method=methods.get(placement.sandbox.sandbox_id, "none"))
+        entry = SandboxReport(
+            placement, vcpu_method=methods.get(placement.sandbox.sandbox_id, "none")
+        )
         for assignment in placement.assignments:
             entry.results.append(apply_assignment(options.proc_root, assignment, dry_run))
         report.sandboxes.append(entry)
@@ -101,7 +105,9 @@ def run_pass(options: AgentOptions) -> PassReport:
 def log_report(report: PassReport, quiet_unchanged: bool = False) -> None:
     """INFO per sandbox placed, WARNING per degraded decision, ERROR per failed thread."""
     for skipped in report.skipped:
-        log.info("skipped process PID=%d: %s", skipped.pid, skipped.reason, extra={"PID": skipped.pid})
+        log.info(
+            "skipped process PID=%d: %s", skipped.pid, skipped.reason, extra={"PID": skipped.pid}
+        )
     for sandbox in report.gone:
         log.info("sandbox %s (PID=%d) ended while being read", sandbox.sandbox_id, sandbox.pid)
     for entry in report.sandboxes:
@@ -116,16 +122,34 @@ def _log_sandbox(entry: SandboxReport, dry_run: bool, quiet_unchanged: bool) -> 
     for result in entry.results:
         if result.outcome is Outcome.FAILED:
             tid = result.assignment.tid
-            log.error("sandbox %s: vCPU %d (TID=%d) not pinned: %s", sandbox.sandbox_id,
-                      result.assignment.vcpu_index, tid, result.error, extra={**fields, "TID": tid})
+            log.error(
+                "sandbox %s: vCPU %d (TID=%d) not pinned: %s",
+                sandbox.sandbox_id,
+                result.assignment.vcpu_index,
+                tid,
+                result.error,
+                extra={**fields, "TID": tid},
+            )
     if not entry.results:
         expected = sandbox.layout.smp.cpus
-        log.warning("sandbox %s (PID=%d): no vCPU threads identified (%d expected); start QEMU with "
-                    "-name sandbox-<id>,debug-threads=on", sandbox.sandbox_id, sandbox.pid, expected, extra=fields)
+        log.warning(
+            "sandbox %s (PID=%d): no vCPU threads identified (%d expected); start QEMU with "
+            "-name sandbox-<id>,debug-threads=on",
+            sandbox.sandbox_id,
+            sandbox.pid,
+            expected,
+            extra=fields,
+        )
         return
     changed = any(r.outcome is Outcome.PINNED for r in entry.results)
     if quiet_unchanged and not changed:
         return
     verb = "would place" if dry_run else "placed"
-    log.info("sandbox %s %s: PID=%d vCPU→CPU %s", sandbox.sandbox_id, verb, sandbox.pid,
-             entry.vcpu_map(), extra=fields)
+    log.info(
+        "sandbox %s %s: PID=%d vCPU→CPU %s",
+        sandbox.sandbox_id,
+        verb,
+        sandbox.pid,
+        entry.vcpu_map(),
+        extra=fields,
+    )

@@ -22,20 +22,34 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 def _roots(parser: argparse.ArgumentParser, proc: bool = True) -> None:
-    parser.add_argument("--sysfs-root", type=Path, default=Path("/"), metavar="DIR",
-                        help="folder holding sys/ (a capture of another host); default /")
+    parser.add_argument(
+        "--sysfs-root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="folder holding sys/ (a capture of another host); default /",
+    )
     if proc:
-        parser.add_argument("--proc-root", type=Path, default=Path("/proc"), metavar="DIR",
-                            help="procfs to scan; pinning happens only on the live /proc")
+        parser.add_argument(
+            "--proc-root",
+            type=Path,
+            default=Path("/proc"),
+            metavar="DIR",
+            help="procfs to scan; pinning happens only on the live /proc",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kata-numa", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kata-numa {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    topology = commands.add_parser("topology", help="show the host's NUMA nodes, CPUs, memory, GPUs")
+    topology = commands.add_parser(
+        "topology", help="show the host's NUMA nodes, CPUs, memory, GPUs"
+    )
     _roots(topology, proc=False)
     topology.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -46,11 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="pin every sandbox's vCPUs; keep doing so unless --once")
     _roots(run)
     run.add_argument("--once", action="store_true", help="one pass, then exit (1 if a pin failed)")
-    run.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
-                     help="full resync period (default 10)")
+    run.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="full resync period (default 10)",
+    )
     run.add_argument("--policy", choices=[p.value for p in Policy], default=Policy.DEDICATED.value)
-    run.add_argument("--qemu-path", action="append", default=[], metavar="PATH",
-                     help="another QEMU binary that Kata runs (its configuration's `path`)")
+    run.add_argument(
+        "--qemu-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another QEMU binary that Kata runs (its configuration's `path`)",
+    )
     run.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
     return parser
 
@@ -64,16 +88,25 @@ def cmd_topology(args: argparse.Namespace) -> int:
 def cmd_sandboxes(args: argparse.Namespace) -> int:
     sandboxes, skipped = find_sandboxes(args.proc_root)
     if args.json:
-        print(json.dumps({"sandboxes": [_sandbox_json(s) for s in sandboxes],
-                          "skipped": [{"pid": s.pid, "reason": s.reason} for s in skipped]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "sandboxes": [_sandbox_json(s) for s in sandboxes],
+                    "skipped": [{"pid": s.pid, "reason": s.reason} for s in skipped],
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK
     if not sandboxes:
         print("no Kata sandboxes found")
     for sandbox in sandboxes:
         layout = sandbox.layout
         nodes = ", ".join(f"guest node {n.id}: vCPUs {n.cpus}" for n in layout.nodes) or "flat"
-        print(f"{sandbox.sandbox_id}  pid {sandbox.pid}  {layout.smp.cpus} vCPUs  "
-              f"{layout.memory_mib} MiB  {nodes}")
+        print(
+            f"{sandbox.sandbox_id}  pid {sandbox.pid}  {layout.smp.cpus} vCPUs  "
+            f"{layout.memory_mib} MiB  {nodes}"
+        )
     for skip in skipped:
         print(f"skipped pid {skip.pid}: {skip.reason}")
     return EXIT_OK
@@ -89,16 +122,23 @@ def _sandbox_json(sandbox: object) -> dict[str, object]:
         "id": sandbox.sandbox_id,
         "pid": sandbox.pid,
         "start_time": sandbox.start_time,
-        "smp": {k: getattr(layout.smp, k) for k in ("cpus", "maxcpus", "sockets", "dies", "cores", "threads")},
+        "smp": {
+            k: getattr(layout.smp, k)
+            for k in ("cpus", "maxcpus", "sockets", "dies", "cores", "threads")
+        },
         "memory_mib": layout.memory_mib,
         "guest_nodes": [
             {
                 "id": node.id,
                 "vcpus": node.cpus.to_list(),
                 "memdev": node.memdev,
-                "memory_mib": backends[node.memdev].size_mib if node.memdev in backends else node.mem_mib,
+                "memory_mib": backends[node.memdev].size_mib
+                if node.memdev in backends
+                else node.mem_mib,
                 "host_nodes": (
-                    b.host_nodes.to_list() if (b := backends.get(node.memdev or "")) and b.host_nodes else None
+                    b.host_nodes.to_list()
+                    if (b := backends.get(node.memdev or "")) and b.host_nodes
+                    else None
                 ),
             }
             for node in layout.nodes
@@ -124,7 +164,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = run_pass(options)
         log_report(report)
         if report.dry_run and not args.dry_run:
-            print(f"note: {options.proc_root} is not the live /proc: nothing was changed", file=sys.stderr)
+            print(
+                f"note: {options.proc_root} is not the live /proc: nothing was changed",
+                file=sys.stderr,
+            )
         return EXIT_FINDINGS if report.failures else EXIT_OK
     if args.interval <= 0:
         raise KataNumaError(f"--interval must be positive, got {args.interval}")

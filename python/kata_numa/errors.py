@@ -29,7 +29,9 @@ class SysfsError(KataNumaError, OSError):
 class ProcessGone(KataNumaError, ProcessLookupError):
     """A process or thread that ended while being read or changed: an expected race."""
 
-    def __init__(self, message: str, *, pid: int = 0, tid: int | None = None, path: str = "") -> None:
+    def __init__(
+        self, message: str, *, pid: int = 0, tid: int | None = None, path: str = ""
+    ) -> None:
         super().__init__(message)
         self.pid = pid
         self.tid = tid

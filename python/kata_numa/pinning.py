@@ -51,7 +51,9 @@ def check_mask(assignment: Assignment) -> str | None:
     return None
 
 
-def apply_assignment(proc_root: str | Path, assignment: Assignment, dry_run: bool = False) -> PinResult:
+def apply_assignment(
+    proc_root: str | Path, assignment: Assignment, dry_run: bool = False
+) -> PinResult:
     """Set one vCPU thread's affinity if it differs, then read back what the kernel holds."""
     refusal = check_mask(assignment)
     if refusal is not None:

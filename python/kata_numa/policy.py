@@ -77,7 +77,10 @@ def guest_to_host_nodes(
                 f"guest node {node.id} has no host-nodes binding and the VM has "
                 f"{len(layout.nodes)} guest nodes for {len(host_ids)} host nodes"
             )
-    return mapping, "guest nodes follow their memory backends' host-nodes (or the host's node order)"
+    return (
+        mapping,
+        "guest nodes follow their memory backends' host-nodes (or the host's node order)",
+    )
 
 
 class Ledger:
@@ -139,7 +142,9 @@ def choose_flat_node(
             f"flat VM with {sandbox.layout.smp.cpus} vCPUs fits no single node "
             f"(at most {free} free CPUs): spread over host nodes {spread}"
         )
-    return CpuSet([best]), f"flat VM placed on host node {best}, the one with most free CPUs ({free})"
+    return CpuSet(
+        [best]
+    ), f"flat VM placed on host node {best}, the one with most free CPUs ({free})"
 
 
 def plan_placement(
@@ -154,7 +159,10 @@ def plan_placement(
     ledger = Ledger()
     ordered = sorted(inputs, key=lambda i: (i.sandbox.start_time, i.sandbox.pid))
     placements = [SandboxPlacement(item.sandbox) for item in ordered]
-    wanted = [_candidates(topology, item, placement, ledger) for item, placement in zip(ordered, placements, strict=True)]
+    wanted = [
+        _candidates(topology, item, placement, ledger)
+        for item, placement in zip(ordered, placements, strict=True)
+    ]
     if policy is Policy.DEDICATED:
         _keep_existing(ordered, wanted, ledger)
     for item, placement, candidates in zip(ordered, placements, wanted, strict=True):
@@ -184,7 +192,9 @@ def _candidates(
     placement.decisions.append(how)
     guest_of: dict[int, int] = {}
     if mapping is None:
-        flat_nodes, why = choose_flat_node(topology, allowed, ledger, sandbox, item.vcpus.by_index.values())
+        flat_nodes, why = choose_flat_node(
+            topology, allowed, ledger, sandbox, item.vcpus.by_index.values()
+        )
         placement.decisions.append(why)
     else:
         for node in sandbox.layout.nodes:
@@ -194,7 +204,11 @@ def _candidates(
     warned: set[int | None] = set()
     for index, task in sorted(item.vcpus.by_index.items()):
         guest = guest_of.get(index)
-        host_nodes = flat_nodes if mapping is None else mapping.get(guest if guest is not None else -1, CpuSet())
+        host_nodes = (
+            flat_nodes
+            if mapping is None
+            else mapping.get(guest if guest is not None else -1, CpuSet())
+        )
         cpus = node_cpus(topology, host_nodes) & allowed
         if not cpus:
             if guest not in warned:
@@ -208,7 +222,9 @@ def _candidates(
     return wants
 
 
-def _keep_existing(ordered: Sequence[PlacementInput], wanted: Sequence[list[_Want]], ledger: Ledger) -> None:
+def _keep_existing(
+    ordered: Sequence[PlacementInput], wanted: Sequence[list[_Want]], ledger: Ledger
+) -> None:
     for item, wants in zip(ordered, wanted, strict=True):
         for want in wants:
             current = want.task.cpus_allowed
@@ -217,7 +233,11 @@ def _keep_existing(ordered: Sequence[PlacementInput], wanted: Sequence[list[_Wan
 
 
 def _assign(
-    item: PlacementInput, placement: SandboxPlacement, wants: list[_Want], ledger: Ledger, policy: Policy
+    item: PlacementInput,
+    placement: SandboxPlacement,
+    wants: list[_Want],
+    ledger: Ledger,
+    policy: Policy,
 ) -> None:
     sandbox = item.sandbox
     shared: list[int] = []
@@ -225,7 +245,10 @@ def _assign(
         cpus, dedicated = want.cpus, False
         if policy is Policy.DEDICATED:
             held = want.task.cpus_allowed
-            if len(held) == 1 and ledger.owner(next(iter(held))) == (sandbox.sandbox_id, want.task.tid):
+            if len(held) == 1 and ledger.owner(next(iter(held))) == (
+                sandbox.sandbox_id,
+                want.task.tid,
+            ):
                 cpus, dedicated = held, True
             else:
                 free = ledger.free(want.cpus)
@@ -237,8 +260,15 @@ def _assign(
                     shared.append(want.index)
         placement.assignments.append(
             Assignment(
-                sandbox.sandbox_id, sandbox.pid, want.task.tid, want.index, want.guest_node,
-                want.host_nodes, cpus, want.allowed, dedicated,
+                sandbox.sandbox_id,
+                sandbox.pid,
+                want.task.tid,
+                want.index,
+                want.guest_node,
+                want.host_nodes,
+                cpus,
+                want.allowed,
+                dedicated,
             )
         )
     if shared:

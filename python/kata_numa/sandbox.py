@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kata_numa._native import CpuSet, GuestLayout, Process, parse_qemu_args, read_process, read_processes
+from kata_numa._native import (
+    CpuSet,
+    GuestLayout,
+    Process,
+    parse_qemu_args,
+    read_process,
+    read_processes,
+)
 from kata_numa.errors import ProcessGone, QemuArgsError
 
 log = logging.getLogger("kata_numa.sandbox")
@@ -52,7 +60,7 @@ def is_qemu(argv: Sequence[str], qemu_paths: Iterable[str] = ()) -> bool:
 
 def sandbox_id_of(argv: Sequence[str]) -> str | None:
     """The `<id>` of `-name sandbox-<id>` (or `-name guest=sandbox-<id>,...`), else None."""
-    for option, value in zip(argv, argv[1:], strict=False):
+    for option, value in itertools.pairwise(argv):
         if option not in ("-name", "--name"):
             continue
         first = value.split(",", 1)[0]
@@ -102,4 +110,7 @@ def still_running(proc_root: str | Path, sandbox: Sandbox) -> bool:
         process = read_process(str(proc_root), sandbox.pid)
     except ProcessGone:
         return False
-    return process.start_time == sandbox.start_time and sandbox_id_of(process.argv) == sandbox.sandbox_id
+    return (
+        process.start_time == sandbox.start_time
+        and sandbox_id_of(process.argv) == sandbox.sandbox_id
+    )

@@ -42,7 +42,11 @@ class Service:
             (signal.SIGHUP, self.wake.set),
         ):
             loop.add_signal_handler(signum, handler)
-        log.info("kata-numa agent started: policy %s, resync every %.0f s", self.options.policy, self.interval)
+        log.info(
+            "kata-numa agent started: policy %s, resync every %.0f s",
+            self.options.policy,
+            self.interval,
+        )
         while not self.stopping.is_set():
             try:
                 await self.run_once()

@@ -8,7 +8,14 @@ from typing import Any
 
 from kata_numa._native import CpuSet, HostTopology, NumaNode, read_host_topology
 
-__all__ = ["HostTopology", "NumaNode", "distance_matrix", "format_numactl", "read_topology", "to_json"]
+__all__ = [
+    "HostTopology",
+    "NumaNode",
+    "distance_matrix",
+    "format_numactl",
+    "read_topology",
+    "to_json",
+]
 
 
 def read_topology(root: str | Path = "/") -> HostTopology:
@@ -57,8 +64,14 @@ def format_numactl(topology: HostTopology) -> str:
         lines.append(f"node {node.id} free: {_mib(node.free_kib)} MB")
         for pages in node.hugepages:
             if pages.total:
-                size = f"{pages.size_kib // 1024}MB" if pages.size_kib >= 1024 else f"{pages.size_kib}kB"
-                lines.append(f"node {node.id} hugepages {size}: {pages.total} total, {pages.free} free")
+                size = (
+                    f"{pages.size_kib // 1024}MB"
+                    if pages.size_kib >= 1024
+                    else f"{pages.size_kib}kB"
+                )
+                lines.append(
+                    f"node {node.id} hugepages {size}: {pages.total} total, {pages.free} free"
+                )
         if gpus.get(node.id):
             lines.append(f"node {node.id} gpus: {' '.join(gpus[node.id])}")
     if gpus.get(None):
@@ -89,7 +102,8 @@ def to_json(topology: HostTopology) -> dict[str, Any]:
                 "free_kib": node.free_kib,
                 "distances": row,
                 "hugepages": [
-                    {"size_kib": p.size_kib, "total": p.total, "free": p.free} for p in node.hugepages
+                    {"size_kib": p.size_kib, "total": p.total, "free": p.free}
+                    for p in node.hugepages
                 ],
                 "gpus": gpus.get(node.id, []),
             }

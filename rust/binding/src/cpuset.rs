@@ -140,7 +140,9 @@ impl PyCpuSet {
         hasher.finish()
     }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let py = slf.py();
         let args = PyTuple::new(py, [slf.get().0.to_list()])?;
         Ok((slf.get_type().into_any(), args))

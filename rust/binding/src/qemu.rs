@@ -87,7 +87,12 @@ impl From<qemu::GuestLayout> for GuestLayout {
             nodes: l
                 .nodes
                 .into_iter()
-                .map(|n| GuestNode { id: n.id, cpus: n.cpus.into(), memdev: n.memdev, mem_mib: n.mem_mib })
+                .map(|n| GuestNode {
+                    id: n.id,
+                    cpus: n.cpus.into(),
+                    memdev: n.memdev,
+                    mem_mib: n.mem_mib,
+                })
                 .collect(),
             distances: l.distances,
             vfio_devices: l.vfio_devices,

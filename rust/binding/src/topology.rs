@@ -92,7 +92,13 @@ impl From<sysfs::HostTopology> for HostTopology {
         let cpus = t
             .cpus
             .into_iter()
-            .map(|c| Cpu { id: c.id, package: c.package, die: c.die, core: c.core, siblings: c.siblings.into() })
+            .map(|c| Cpu {
+                id: c.id,
+                package: c.package,
+                die: c.die,
+                core: c.core,
+                siblings: c.siblings.into(),
+            })
             .collect();
         HostTopology {
             nodes,

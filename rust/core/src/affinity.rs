@@ -18,9 +18,8 @@ pub fn get_affinity(pid: i32, tid: i32) -> Result<CpuSet> {
         let mut buffer = vec![0u64; words];
         let bytes = words * std::mem::size_of::<u64>();
         // SAFETY: the buffer holds `bytes` writable bytes for the whole call.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_sched_getaffinity, tid, bytes, buffer.as_mut_ptr())
-        };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_sched_getaffinity, tid, bytes, buffer.as_mut_ptr()) };
         if rc >= 0 {
             return Ok(CpuSet::from_words(buffer));
         }

@@ -34,7 +34,8 @@ impl CpuSet {
         let offset = input.find(text).unwrap_or(0);
         let mut position = offset;
         for item in text.split(',') {
-            let fail = |reason: String| Error::CpuSet { input: input.to_string(), position, reason };
+            let fail =
+                |reason: String| Error::CpuSet { input: input.to_string(), position, reason };
             parse_list_item(item, &mut set).map_err(fail)?;
             position += item.len() + 1;
         }
@@ -52,7 +53,8 @@ impl CpuSet {
         let groups: Vec<&str> = text.split(',').collect();
         let mut position = offset;
         for (index, group) in groups.iter().enumerate() {
-            let fail = |reason: String| Error::CpuSet { input: input.to_string(), position, reason };
+            let fail =
+                |reason: String| Error::CpuSet { input: input.to_string(), position, reason };
             if group.is_empty() || group.len() > 8 {
                 return Err(fail(format!("mask group {group:?} must have 1 to 8 hex digits")));
             }

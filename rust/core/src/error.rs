@@ -48,7 +48,9 @@ impl fmt::Display for Error {
                  (expected a kernel list such as 0-3,8,10-15 or a mask such as ff,ffffffff)"
             ),
             Error::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            Error::Parse { path, reason } => write!(f, "unexpected content in {}: {reason}", path.display()),
+            Error::Parse { path, reason } => {
+                write!(f, "unexpected content in {}: {reason}", path.display())
+            }
             Error::Gone { pid, tid: Some(tid), path } => {
                 write!(f, "thread {tid} of process {pid} is gone ({})", path.display())
             }

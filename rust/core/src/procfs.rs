@@ -57,7 +57,8 @@ pub fn read_process(proc_root: &Path, pid: i32) -> Result<Process> {
     let dir = proc_root.join(pid.to_string());
     let stat_path = dir.join("stat");
     let stat = String::from_utf8_lossy(&read_proc_file(pid, None, &stat_path)?).into_owned();
-    let (comm, fields) = split_stat(&stat).ok_or_else(|| Error::parse(&stat_path, "no (comm) field"))?;
+    let (comm, fields) =
+        split_stat(&stat).ok_or_else(|| Error::parse(&stat_path, "no (comm) field"))?;
     // Fields after comm start with field 3 (state); starttime is field 22.
     let start_time = fields
         .get(19)
@@ -109,12 +110,14 @@ pub fn read_task(proc_root: &Path, pid: i32, tid: i32) -> Result<Task> {
     let comm = read_proc_file(pid, Some(tid), &dir.join("comm"))?;
     let name = String::from_utf8_lossy(&comm).trim_end_matches('\n').to_string();
     let status_path = dir.join("status");
-    let status = String::from_utf8_lossy(&read_proc_file(pid, Some(tid), &status_path)?).into_owned();
+    let status =
+        String::from_utf8_lossy(&read_proc_file(pid, Some(tid), &status_path)?).into_owned();
     let mut cpus_allowed = None;
     let mut state = String::new();
     for line in status.lines() {
         if let Some(value) = line.strip_prefix("Cpus_allowed_list:") {
-            let set = CpuSet::parse_list(value).map_err(|e| Error::parse(&status_path, e.to_string()))?;
+            let set =
+                CpuSet::parse_list(value).map_err(|e| Error::parse(&status_path, e.to_string()))?;
             cpus_allowed = Some(set);
         } else if let Some(value) = line.strip_prefix("State:") {
             state = value.split_whitespace().next().unwrap_or("").to_string();

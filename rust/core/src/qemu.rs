@@ -102,7 +102,9 @@ fn split_opts(text: &str) -> Vec<String> {
         if c == ',' {
             if chars.peek() == Some(&',') {
                 chars.next();
-                parts.last_mut().map(|p| p.push(','));
+                if let Some(p) = parts.last_mut() {
+                    p.push(',');
+                }
             } else {
                 parts.push(String::new());
             }
@@ -155,7 +157,8 @@ fn parse_smp(arg: &str) -> Result<Smp> {
         opts.get(key).map(|v| number(arg, key, v)).transpose().map(|v| v.unwrap_or(0))
     };
     let (cpus, mut maxcpus) = (get("cpus")?, get("maxcpus")?);
-    let (mut sockets, dies, clusters) = (get("sockets")?, get("dies")?.max(1), get("clusters")?.max(1));
+    let (mut sockets, dies, clusters) =
+        (get("sockets")?, get("dies")?.max(1), get("clusters")?.max(1));
     let (mut cores, mut threads) = (get("cores")?, get("threads")?);
     // QEMU's rules (hw/core/machine-smp.c, machines of 6.2 and later prefer cores).
     threads = threads.max(1);
@@ -220,7 +223,8 @@ fn numa_cpu_index(arg: &str, opts: &Opts, smp: &Smp) -> Result<u32> {
     let cluster = id("cluster-id")?;
     let core = id("core-id")?;
     let thread = id("thread-id")?;
-    Ok((((socket * smp.dies + die) * smp.clusters + cluster) * smp.cores + core) * smp.threads + thread)
+    Ok((((socket * smp.dies + die) * smp.clusters + cluster) * smp.cores + core) * smp.threads
+        + thread)
 }
 
 /// Parse a QEMU command line (argv, the binary first).
@@ -232,7 +236,15 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
         let option = option.strip_prefix("--").map(|o| format!("-{o}")).unwrap_or(option.clone());
         let takes_value = matches!(
             option.as_str(),
-            "-name" | "-smp" | "-m" | "-object" | "-numa" | "-device" | "-accel" | "-machine" | "-M"
+            "-name"
+                | "-smp"
+                | "-m"
+                | "-object"
+                | "-numa"
+                | "-device"
+                | "-accel"
+                | "-machine"
+                | "-M"
         );
         if !takes_value {
             continue;
@@ -261,7 +273,9 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
                 let opts = Opts::parse(value, "driver");
                 if opts.get("driver") == Some("vfio-pci") {
                     let host = opts.get("host").map(str::to_string).or_else(|| {
-                        opts.get("sysfsdev").and_then(|p| p.rsplit('/').find(|s| !s.is_empty())).map(str::to_string)
+                        opts.get("sysfsdev")
+                            .and_then(|p| p.rsplit('/').find(|s| !s.is_empty()))
+                            .map(str::to_string)
                     });
                     if let Some(host) = host {
                         layout.vfio_devices.push(normalize_bdf(&host));
@@ -277,7 +291,8 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
         }
     }
     if layout.smp.maxcpus == 0 {
-        layout.smp = Smp { cpus: 1, maxcpus: 1, sockets: 1, dies: 1, clusters: 1, cores: 1, threads: 1 };
+        layout.smp =
+            Smp { cpus: 1, maxcpus: 1, sockets: 1, dies: 1, clusters: 1, cores: 1, threads: 1 };
     }
     if layout.memory_mib == 0 {
         layout.memory_mib = 128;
@@ -301,7 +316,8 @@ fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
                         .map_err(|e| Error::QemuArgs { arg: arg.clone(), reason: e.to_string() })?;
                     cpus = cpus.union(&set);
                 }
-                let mem_mib = opts.get("mem").map(|m| size_mib(arg, m, 1 << 20)).transpose()?.unwrap_or(0);
+                let mem_mib =
+                    opts.get("mem").map(|m| size_mib(arg, m, 1 << 20)).transpose()?.unwrap_or(0);
                 let memdev = opts.get("memdev").map(str::to_string);
                 layout.nodes.push(GuestNode { id, cpus, memdev, mem_mib });
             }
@@ -309,7 +325,10 @@ fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
                 let node = number(arg, "node-id", opts.get("node-id").unwrap_or(""))?;
                 let index = numa_cpu_index(arg, &opts, &layout.smp)?;
                 let target = layout.nodes.iter_mut().find(|n| n.id == node).ok_or_else(|| {
-                    Error::QemuArgs { arg: arg.clone(), reason: format!("node-id {node} has no -numa node") }
+                    Error::QemuArgs {
+                        arg: arg.clone(),
+                        reason: format!("node-id {node} has no -numa node"),
+                    }
                 })?;
                 target.cpus.insert(index);
             }
@@ -330,7 +349,10 @@ fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
     let assigned = layout.nodes.iter().fold(CpuSet::new(), |acc, n| acc.union(&n.cpus));
     let missing = all.difference(&assigned);
     if !missing.is_empty() {
-        layout.notes.push(format!("vCPUs {missing} are in no -numa node: QEMU puts them in node {}", layout.nodes[0].id));
+        layout.notes.push(format!(
+            "vCPUs {missing} are in no -numa node: QEMU puts them in node {}",
+            layout.nodes[0].id
+        ));
         layout.nodes[0].cpus = layout.nodes[0].cpus.union(&missing);
     }
     layout.nodes.sort_by_key(|n| n.id);

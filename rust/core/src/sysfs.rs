@@ -89,7 +89,14 @@ pub fn read_host_topology(root: &Path) -> Result<HostTopology> {
         let possible = read_list_optional(&node_dir.join("possible"))?;
         let mut nodes = Vec::with_capacity(node_ids.len());
         for &id in &node_ids {
-            nodes.push(read_node(&node_dir, id, &node_ids, possible.as_ref(), &online_cpus, &mut notes)?);
+            nodes.push(read_node(
+                &node_dir,
+                id,
+                &node_ids,
+                possible.as_ref(),
+                &online_cpus,
+                &mut notes,
+            )?);
         }
         nodes
     };
@@ -99,7 +106,9 @@ pub fn read_host_topology(root: &Path) -> Result<HostTopology> {
 
 fn read_list_optional(path: &Path) -> Result<Option<CpuSet>> {
     match read_optional(path)? {
-        Some(text) => CpuSet::parse_list(&text).map(Some).map_err(|e| Error::parse(path, e.to_string())),
+        Some(text) => {
+            CpuSet::parse_list(&text).map(Some).map_err(|e| Error::parse(path, e.to_string()))
+        }
         None => Ok(None),
     }
 }
@@ -133,7 +142,9 @@ fn read_cpus(cpu_dir: &Path) -> Result<(CpuSet, Vec<Cpu>)> {
     for &id in &present {
         let topology = cpu_dir.join(format!("cpu{id}/topology"));
         let siblings = match read_optional(&topology.join("thread_siblings_list"))? {
-            Some(text) => CpuSet::parse_list(&text).map_err(|e| Error::parse(&topology, e.to_string()))?,
+            Some(text) => {
+                CpuSet::parse_list(&text).map_err(|e| Error::parse(&topology, e.to_string()))?
+            }
             None => [id].into_iter().collect(),
         };
         cpus.push(Cpu {
@@ -165,10 +176,12 @@ fn read_node(
 
 fn read_node_cpus(dir: &Path) -> Result<CpuSet> {
     if let Some(text) = read_optional(&dir.join("cpulist"))? {
-        return CpuSet::parse_list(&text).map_err(|e| Error::parse(dir.join("cpulist"), e.to_string()));
+        return CpuSet::parse_list(&text)
+            .map_err(|e| Error::parse(dir.join("cpulist"), e.to_string()));
     }
     if let Some(text) = read_optional(&dir.join("cpumap"))? {
-        return CpuSet::parse_mask(&text).map_err(|e| Error::parse(dir.join("cpumap"), e.to_string()));
+        return CpuSet::parse_mask(&text)
+            .map_err(|e| Error::parse(dir.join("cpumap"), e.to_string()));
     }
     // Neither file: derive from the cpuN links the node folder holds.
     Ok(numbered_entries(dir, "cpu")?.into_iter().collect())
