@@ -3,11 +3,14 @@
 
 use pyo3::prelude::*;
 
+mod cgroup;
 mod cpuset;
 mod errors;
 mod procfs;
 mod qemu;
 mod topology;
+mod vcpu;
+mod vfio;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -15,5 +18,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     topology::register(m)?;
     procfs::register(m)?;
     qemu::register(m)?;
+    vcpu::register(m)?;
+    cgroup::register(m)?;
+    vfio::register(m)?;
     Ok(())
 }
