@@ -127,3 +127,17 @@ def qemu_argv(
 ) -> list[str]:
     """A Kata-like QEMU command line, without debug-threads unless asked for."""
     return [binary, "-name", f"sandbox-{sandbox}", "-machine", "q35,accel=kvm", *args]
+
+
+def bound_nodes(*hosts: str, vcpus_per_node: int = 2, mib_per_node: int = 256) -> list[str]:
+    """QEMU arguments of one guest node per entry of `hosts`, each with `vcpus_per_node` vCPUs
+    (one socket each) and its memory bound to those host nodes (`"1"` or `"0-1"`)."""
+    count = len(hosts)
+    args = ["-smp", f"{count * vcpus_per_node},sockets={count},cores={vcpus_per_node}"]
+    args += ["-m", str(count * mib_per_node)]
+    for guest, host in enumerate(hosts):
+        size, first = f"{mib_per_node}M", guest * vcpus_per_node
+        backend = f"memory-backend-ram,id=m{guest},size={size},host-nodes={host},policy=bind"
+        cpus = f"{first}-{first + vcpus_per_node - 1}"
+        args += ["-object", backend, "-numa", f"node,nodeid={guest},cpus={cpus},memdev=m{guest}"]
+    return args

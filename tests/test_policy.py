@@ -62,8 +62,8 @@ def sandbox(
     vcpus = layout.smp.cpus
     masks = masks or [allowed] * vcpus
     threads = VcpuThreads(method="test", expected=vcpus)
-    threads.by_index = {i: FakeTask(pid * 10 + i, CpuSet(m)) for i, m in enumerate(masks)}  # type: ignore[misc]
-    threads.others = [FakeTask(pid * 10 + 9 - e, CpuSet(allowed)) for e in range(emulators)]  # type: ignore[misc]
+    threads.by_index = {i: FakeTask(pid * 10 + i, CpuSet(m)) for i, m in enumerate(masks)}
+    threads.others = [FakeTask(pid * 10 + 9 - e, CpuSet(allowed)) for e in range(emulators)]
     box = Sandbox(sandbox_id, pid, start, argv, layout, CpuSet(allowed))
     return PlacementInput(box, threads)
 
@@ -94,11 +94,11 @@ def applied(
         vcpus = dataclasses.replace(item.vcpus)
         vcpus.by_index = {
             i: FakeTask(t.tid, masks.get(t.tid, t.cpus_allowed))
-            for i, t in item.vcpus.by_index.items()  # type: ignore[misc]
+            for i, t in item.vcpus.by_index.items()
         }
         vcpus.others = [
             FakeTask(t.tid, masks.get(t.tid, t.cpus_allowed)) for t in item.vcpus.others
-        ]  # type: ignore[misc]
+        ]
         result.append(dataclasses.replace(item, vcpus=vcpus))
     return result
 
@@ -238,7 +238,7 @@ def test_smt_siblings_of_other_sandboxes_avoided(
 def test_least_used_cpu_first(two_nodes: HostTopology) -> None:
     """A free CPU where other sandboxes' emulator threads run is taken last."""
     older = sandbox("a", on_node(0, 2), "0-7", ["0", "1"], start=1, emulators=3)
-    older.vcpus.others = [FakeTask(t.tid, CpuSet("2")) for t in older.vcpus.others]  # type: ignore[misc]
+    older.vcpus.others = [FakeTask(t.tid, CpuSet("2")) for t in older.vcpus.others]
     inputs = [older, sandbox("b", on_node(0, 1), "0-7", start=2)]
 
     placements = plan_placement(two_nodes, inputs)

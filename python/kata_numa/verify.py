@@ -102,12 +102,13 @@ def _pinned_cpus(
     for placement, state, _ in planned:
         plans = {a.vcpu_index: a for a in placement.vcpu_assignments}
         for index, task in state.vcpus.by_index.items():
-            if len(task.cpus_allowed) != 1:
+            cpu = task.cpus_allowed.first()
+            if cpu is None or len(task.cpus_allowed) != 1:
                 continue
             plan = plans.get(index)
             moves = plan is not None and plan.cpus != task.cpus_allowed
             entry = _Pinned(placement.sandbox.sandbox_id, index, task.tid, moves)
-            pinned.setdefault(task.cpus_allowed.first() or 0, []).append(entry)
+            pinned.setdefault(cpu, []).append(entry)
     return pinned
 
 
@@ -161,23 +162,30 @@ def _check_vcpus(
         cpus = task.cpus_allowed
         where = f"vCPU {index} (TID {task.tid}) on CPUs {cpus}"
         on_node = bool(cpus) and cpus.issubset(expected)
-        sharing = [p for p in pinned.get(cpus.first() or -1, []) if p.tid != task.tid]
-        if len(cpus) != 1:
-            sharing = []
-        if not on_node:
+        alone_on = cpus.first() if len(cpus) == 1 else None
+        holders = pinned.get(alone_on, []) if alone_on is not None else []
+        sharing = [p for p in holders if p.tid != task.tid]
+        colliding = bool(sharing) and (any(p.moves for p in sharing) or planned != cpus)
+        if not on_node and state.sandbox.layout.nodes:
             check.findings.append(
                 f"{where}: outside host node {host_nodes or '?'} (its allowed CPUs: {expected})"
             )
-        elif sharing and (any(p.moves for p in sharing) or planned != cpus):
+        elif not on_node:
+            check.findings.append(
+                f"{where}: not on host node {host_nodes or '?'}, where `kata-numa run` would "
+                f"place this flat VM (CPUs {expected})"
+            )
+        if colliding:
             others = ", ".join(_name(p, sandbox_id) for p in sharing)
             fix = f"would move it to CPUs {planned}" if planned != cpus else "would move the other"
             check.findings.append(f"{where}: shares the CPU with {others}; `kata-numa run` {fix}")
-        elif planned != cpus:
+        elif on_node and planned != cpus:
             check.findings.append(f"{where}: `kata-numa run` would set CPUs {planned}")
         elif sharing:
             others = ", ".join(_name(p, sandbox_id) for p in sharing)
             check.notes.append(f"{where} shares it with {others}: no free CPU left in its node")
-        ok = on_node and planned == cpus and not any(p.moves for p in sharing)
+        # A vCPU that `run` leaves where it is is ok, even when another is moved off its CPU.
+        ok = on_node and planned == cpus
         check.vcpus.append(VcpuCheck(index, task.tid, cpus, host_nodes, expected, planned, ok))
 
 
