@@ -141,7 +141,10 @@ def test_agent_logs_each_verdict_with_its_fields(
         log_report(run_pass(options))
 
     verdicts = [r for r in caplog.records if r.name == "kata_numa.gpu"]
-    fields = [(r.BDF, r.HOST_NUMA, r.GUEST_NUMA, r.levelname) for r in verdicts]  # type: ignore[attr-defined]
+    fields = [
+        (r.__dict__["BDF"], r.__dict__["HOST_NUMA"], r.__dict__["GUEST_NUMA"], r.levelname)
+        for r in verdicts
+    ]
     assert fields == [
         ("0000:3b:00.0", 1, "0", "INFO"),
         ("0000:5e:00.0", 2, "none", "WARNING"),

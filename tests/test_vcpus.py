@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hostgen import NodeSpec, make_host
 from kata_numa import vcpus as vcpus_module
 from kata_numa._native import parse_qemu_args, read_process, x86_apic_id
+from kata_numa.agent import AgentOptions, log_report, run_pass
 from kata_numa.errors import ProcessGone
+from kata_numa.log import setup_logging
 from kata_numa.sandbox import Sandbox, classify
 from kata_numa.vcpus import read_vcpu_threads
 from procgen import (
@@ -269,3 +273,28 @@ def test_real_kvm_qemu_by_descriptors_matches_qmp(tmp_path: Path) -> None:
     assert sandbox.layout.debug_threads is False
     assert found.method == "kvm-descriptors", found.notes
     assert {index: task.tid for index, task in found.by_index.items()} == truth
+
+
+def test_agent_skips_a_sandbox_it_cannot_read_and_says_how_to_enable_a_method(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-3")})
+    (host / "cgroup.controllers").write_text("cpuset\n")
+    threads = [Thread(PID, syscall=PPOLL), Thread(4001), Thread(4002)]
+    make_process(tmp_path / "proc", Proc(PID, qemu_argv("-smp", "2", "-accel", "tcg"), threads))
+    options = AgentOptions(
+        sysfs_root=host, proc_root=tmp_path / "proc", cgroup_root=host, backoff=()
+    )
+    setup_logging("INFO")
+    monkeypatch.setattr(logging.getLogger("kata_numa"), "propagate", True)
+
+    with caplog.at_level(logging.WARNING, logger="kata_numa"):
+        report = run_pass(options)
+        log_report(report)
+
+    (entry,) = report.sandboxes
+    assert entry.results == []
+    (warning,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "no vCPU thread identified (2 expected)" in warning
+    for method in ("debug-threads=on", "CAP_SYS_PTRACE", "--qmp-socket"):
+        assert method in warning

@@ -14,7 +14,15 @@ from pathlib import Path
 from kata_numa._native import HostTopology
 from kata_numa.cgroups import Allowed, allowed_cpus, read_layout
 from kata_numa.errors import ProcessGone
-from kata_numa.gpu import DeviceCheck, check_devices, device_nodes, log_checks, sandbox_devices
+from kata_numa.gpu import (
+    Device,
+    DeviceCheck,
+    device_nodes,
+    judge,
+    locate_devices,
+    log_checks,
+    sandbox_devices,
+)
 from kata_numa.pinning import Outcome, PinResult, apply_assignment, is_live_proc
 from kata_numa.policy import (
     EmulatorPolicy,
@@ -55,8 +63,7 @@ class SandboxState:
     sandbox: Sandbox
     allowed: Allowed
     vcpus: VcpuThreads
-    #: (BDF, source) of its VFIO devices.
-    devices: list[tuple[str, str]]
+    devices: list[Device]
 
 
 @dataclass
@@ -112,10 +119,11 @@ def read_states(
             with_cpus = dataclasses.replace(sandbox, allowed_cpus=allowed.cpus)
             qmp = qmp_socket_for(options.qmp_socket, sandbox)
             vcpus = read_vcpu_threads(options.proc_root, with_cpus, options.backoff, qmp)
-            devices = sandbox_devices(options.proc_root, options.sysfs_root, sandbox)
+            found = sandbox_devices(options.proc_root, options.sysfs_root, sandbox)
         except ProcessGone:
             gone.append(sandbox)
             continue
+        devices = locate_devices(topology, options.sysfs_root, found)
         states.append(SandboxState(with_cpus, allowed, vcpus, devices))
     return states, gone
 
@@ -124,10 +132,7 @@ def plan_states(
     options: AgentOptions, topology: HostTopology, states: list[SandboxState]
 ) -> list[tuple[SandboxPlacement, SandboxState, list[DeviceCheck]]]:
     """Placements of every sandbox at once, each with its state and device verdicts."""
-    inputs = []
-    for state in states:
-        located = check_devices(topology, options.sysfs_root, state.devices, {})
-        inputs.append(PlacementInput(state.sandbox, state.vcpus, device_nodes(located)))
+    inputs = [PlacementInput(s.sandbox, s.vcpus, device_nodes(s.devices)) for s in states]
 
     placements = plan_placement(topology, inputs, options.policy, options.emulator)
 
@@ -135,7 +140,7 @@ def plan_states(
     planned = []
     for placement in placements:
         state = by_key[placement.sandbox.key]
-        checks = check_devices(topology, options.sysfs_root, state.devices, placement.host_nodes)
+        checks = [judge(device, placement.host_nodes) for device in state.devices]
         planned.append((placement, state, checks))
     return planned
 

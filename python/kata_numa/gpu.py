@@ -60,6 +60,18 @@ class DeviceCheck:
         }[self.verdict]
 
 
+@dataclass(frozen=True)
+class Device:
+    """A VFIO device of a sandbox and where the host has it."""
+
+    bdf: str
+    source: str
+    #: False when sysfs has no such PCI device.
+    found: bool
+    #: `numa_node`; None when it is -1 (locality unknown) or the device was not found.
+    host_node: int | None
+
+
 def sandbox_devices(
     proc_root: str | Path, sysfs_root: str | Path, sandbox: Sandbox
 ) -> list[tuple[str, str]]:
@@ -76,20 +88,38 @@ def sandbox_devices(
     return devices
 
 
-def _host_node(topology: HostTopology, sysfs_root: str | Path, bdf: str) -> tuple[bool, int | None]:
-    """(found, numa_node) of a PCI device; read from sysfs when it appeared after the topology."""
+def locate(topology: HostTopology, sysfs_root: str | Path, bdf: str, source: str) -> Device:
+    """The device's host node, read from sysfs when it appeared after the topology was read."""
     for device in topology.pci_devices:
         if device.bdf == bdf:
-            return True, device.numa_node
+            return Device(bdf, source, True, device.numa_node)
     if not (Path(sysfs_root) / "sys/bus/pci/devices" / bdf).is_dir():
-        return False, None
+        return Device(bdf, source, False, None)
     try:
-        return True, read_pci_device(str(sysfs_root), bdf).numa_node
+        return Device(bdf, source, True, read_pci_device(str(sysfs_root), bdf).numa_node)
     except SysfsError as exc:
         log.warning(
             "PCI device %s: %s; its locality counts as unknown", bdf, exc, extra={"BDF": bdf}
         )
-        return True, None
+        return Device(bdf, source, True, None)
+
+
+def locate_devices(
+    topology: HostTopology, sysfs_root: str | Path, devices: list[tuple[str, str]]
+) -> list[Device]:
+    return [locate(topology, sysfs_root, bdf, source) for bdf, source in devices]
+
+
+def judge(device: Device, host_nodes: Mapping[int, CpuSet]) -> DeviceCheck:
+    """The verdict for one device; `host_nodes` is guest node → host nodes of the sandbox."""
+    bdf, source, host_node = device.bdf, device.source, device.host_node
+    if not device.found:
+        return DeviceCheck(bdf, source, None, CpuSet(), Verdict.MISSING)
+    if host_node is None:
+        return DeviceCheck(bdf, source, None, CpuSet(), Verdict.UNKNOWN)
+    guests = CpuSet(guest for guest, nodes in host_nodes.items() if host_node in nodes)
+    verdict = Verdict.VALIDATED if guests else Verdict.NOT_COVERED
+    return DeviceCheck(bdf, source, host_node, guests, verdict)
 
 
 def check_device(
@@ -99,29 +129,12 @@ def check_device(
     source: str,
     host_nodes: Mapping[int, CpuSet],
 ) -> DeviceCheck:
-    """The verdict for one device; `host_nodes` is guest node → host nodes of the sandbox."""
-    found, host_node = _host_node(topology, sysfs_root, bdf)
-    if not found:
-        return DeviceCheck(bdf, source, None, CpuSet(), Verdict.MISSING)
-    if host_node is None:
-        return DeviceCheck(bdf, source, None, CpuSet(), Verdict.UNKNOWN)
-    guests = CpuSet(guest for guest, nodes in host_nodes.items() if host_node in nodes)
-    verdict = Verdict.VALIDATED if guests else Verdict.NOT_COVERED
-    return DeviceCheck(bdf, source, host_node, guests, verdict)
+    return judge(locate(topology, sysfs_root, bdf, source), host_nodes)
 
 
-def check_devices(
-    topology: HostTopology,
-    sysfs_root: str | Path,
-    devices: list[tuple[str, str]],
-    host_nodes: Mapping[int, CpuSet],
-) -> list[DeviceCheck]:
-    return [check_device(topology, sysfs_root, bdf, src, host_nodes) for bdf, src in devices]
-
-
-def device_nodes(checks: list[DeviceCheck]) -> CpuSet:
+def device_nodes(devices: list[Device]) -> CpuSet:
     """Host nodes of the devices whose locality is known."""
-    return CpuSet(c.host_node for c in checks if c.host_node is not None)
+    return CpuSet(d.host_node for d in devices if d.host_node is not None)
 
 
 def log_checks(sandbox: Sandbox, checks: list[DeviceCheck]) -> None:

@@ -262,6 +262,10 @@ def plan_placement(
     from SMT siblings of other sandboxes' vCPUs while a whole free core exists, else one freed
     by moving placed vCPUs within their nodes. A vCPU for which no CPU can be freed gets its
     node's allowed CPUs.
+
+    The plan is made again against its own result until that changes nothing (at most
+    SETTLE_ROUNDS times): one sandbox's choice can free room another decided without, and the
+    plan applied must be one the next pass keeps as it is.
     """
     items = [_Item.of(item) for item in sorted(inputs, key=_age)]
     placements = _plan_round(topology, items, policy, emulator)
