@@ -11,8 +11,8 @@
 use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
 use crate::fsutil::read_optional;
+use crate::procfs;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,13 +179,7 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
 /// The CPUs process `pid` may use, from its cpuset cgroup.
 pub fn read_allowed_cpus(proc_root: &Path, pid: i32, layout: &CgroupLayout) -> Result<AllowedCpus> {
     let path = proc_root.join(format!("{pid}/cgroup"));
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
-            return Err(Error::Gone { pid, tid: None, path });
-        }
-        Err(e) => return Err(Error::io(&path, e)),
-    };
+    let text = String::from_utf8_lossy(&procfs::read_proc_file(pid, None, &path)?).into_owned();
     let lines = parse_proc_cgroup(&text);
     let v1 = lines.iter().find(|(c, _)| c.iter().any(|c| c == "cpuset"));
     let v2 = lines.iter().find(|(c, _)| c.is_empty());

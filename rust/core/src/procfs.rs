@@ -35,7 +35,7 @@ pub struct Task {
 }
 
 /// Turn an I/O error on a process's file into `Gone` when it means the process ended.
-fn proc_error(pid: i32, tid: Option<i32>, path: &Path, e: io::Error) -> Error {
+pub(crate) fn proc_error(pid: i32, tid: Option<i32>, path: &Path, e: io::Error) -> Error {
     let gone = e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH);
     if gone {
         Error::Gone { pid, tid, path: path.to_path_buf() }
@@ -44,7 +44,7 @@ fn proc_error(pid: i32, tid: Option<i32>, path: &Path, e: io::Error) -> Error {
     }
 }
 
-fn read_proc_file(pid: i32, tid: Option<i32>, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_proc_file(pid: i32, tid: Option<i32>, path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| proc_error(pid, tid, path, e))
 }
 

@@ -14,8 +14,6 @@ use crate::error::{Error, Result};
 use crate::procfs::{self, Task, PF_USER_WORKER};
 use crate::qemu::Smp;
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
 use std::path::Path;
 
 /// `KVM_RUN`, `_IO(KVMIO, 0x80)`: the same request number on every architecture.
@@ -289,17 +287,13 @@ enum ThreadAt {
 
 fn thread_kvm_fd(proc_root: &Path, pid: i32, tid: i32) -> Result<Option<ThreadAt>> {
     let path = procfs::task_dir(proc_root, pid, tid).join("syscall");
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
-            return Err(Error::Gone { pid, tid: Some(tid), path });
+    let text = match procfs::read_proc_file(pid, Some(tid), &path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(Error::Io { path, source }) => {
+            let hint = "reading it needs ptrace access to the process: CAP_SYS_PTRACE";
+            return Err(Error::parse(path, format!("{source} ({hint})")));
         }
-        Err(e) => {
-            return Err(Error::parse(
-                &path,
-                format!("{e} (reading it needs ptrace access to the process: CAP_SYS_PTRACE)"),
-            ))
-        }
+        Err(e) => return Err(e),
     };
     let state = SyscallState::parse(&text)
         .ok_or_else(|| Error::parse(&path, format!("not a syscall line: {:?}", text.trim())))?;
