@@ -18,7 +18,7 @@ from qemu_proc import FakeQemu, allowed_list, vcpu_tids
 
 FAKE_ID = f"fake-{uuid.uuid4().hex[:8]}"
 #: Tests pass this to the agent so that sandboxes of other test runs on the machine are left alone.
-ONLY = frozenset({FAKE_ID})
+ONLY = (FAKE_ID,)
 
 
 @pytest.fixture
@@ -139,5 +139,9 @@ def test_fake_proc_tree_is_never_applied(tmp_path: Path, one_node_host: Path) ->
     """A --proc-root that is not the live /proc only plans: its pids are not this host's."""
     proc = tmp_path / "proc"
     (proc / "1").mkdir(parents=True)
-    report = run_pass(AgentOptions(sysfs_root=one_node_host, proc_root=proc, backoff=()))
+    cgroups = tmp_path / "cgroup"
+    cgroups.mkdir()
+    (cgroups / "cgroup.controllers").write_text("cpuset\n")
+    options = AgentOptions(sysfs_root=one_node_host, proc_root=proc, cgroup_root=cgroups)
+    report = run_pass(options)
     assert report.dry_run

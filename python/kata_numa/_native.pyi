@@ -223,3 +223,42 @@ def plan_guest(
     confidential: bool = False,
     policy: str = "most-free",
 ) -> Plan: ...
+
+@final
+class VcpuScan:
+    tasks: list[Task]
+    vcpus: dict[int, int]
+    method: str | None
+    kvm_vcpu_fds: int
+    running: list[int]
+    notes: list[str]
+
+def scan_vcpus(proc_root: _Path, pid: int, smp: Smp, binary: str) -> VcpuScan: ...
+def query_vcpu_threads(socket: _Path, timeout: float = 2.0) -> dict[int, int]: ...
+def x86_apic_id(index: int, smp: Smp) -> int: ...
+
+@final
+class CgroupLayout:
+    @property
+    def cpuset_v1(self) -> str | None: ...
+    @property
+    def unified(self) -> str | None: ...
+    @property
+    def source(self) -> str: ...
+
+@final
+class AllowedCpus:
+    cpus: CpuSet | None
+    source: str
+    version: int
+    cgroup: str
+
+def read_cgroup_layout(proc_root: _Path, cgroup_root: _Path | None = None) -> CgroupLayout: ...
+def read_allowed_cpus(proc_root: _Path, pid: int, layout: CgroupLayout) -> AllowedCpus: ...
+
+@final
+class VfioDevice:
+    bdf: str
+    source: str
+
+def open_vfio_devices(proc_root: _Path, sysfs_root: _Path, pid: int) -> list[VfioDevice]: ...

@@ -12,13 +12,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kata_numa._native import HostTopology
-from kata_numa.cgroups import allowed_cpus
+from kata_numa.cgroups import Allowed, allowed_cpus, read_layout
 from kata_numa.errors import ProcessGone
+from kata_numa.gpu import (
+    Device,
+    DeviceCheck,
+    device_nodes,
+    judge,
+    locate_devices,
+    log_checks,
+    sandbox_devices,
+)
 from kata_numa.pinning import Outcome, PinResult, apply_assignment, is_live_proc
-from kata_numa.policy import PlacementInput, Policy, SandboxPlacement, plan_placement
+from kata_numa.policy import (
+    EmulatorPolicy,
+    PlacementInput,
+    Policy,
+    Role,
+    SandboxPlacement,
+    plan_placement,
+)
 from kata_numa.sandbox import Sandbox, Skipped, find_sandboxes
 from kata_numa.topology import read_topology
-from kata_numa.vcpus import BACKOFF, read_vcpu_threads
+from kata_numa.vcpus import BACKOFF, HOW_TO_ENABLE, VcpuThreads, qmp_socket_for, read_vcpu_threads
 
 log = logging.getLogger("kata_numa.agent")
 
@@ -31,25 +47,48 @@ class AgentOptions:
     qemu_paths: tuple[str, ...] = ()
     dry_run: bool = False
     backoff: tuple[float, ...] = BACKOFF
-    #: When set, only these sandbox IDs are read, planned and pinned; the others are ignored
-    #: (the ledger then covers only these).
-    only: frozenset[str] | None = None
+    #: Folder holding the cgroup hierarchies; None: found from `/proc/self/mountinfo`.
+    cgroup_root: Path | None = None
+    #: QMP monitor socket path of each sandbox, `{id}`/`{pid}` filled in; None: no QMP.
+    qmp_socket: str | None = None
+    emulator: EmulatorPolicy = EmulatorPolicy.SPARE
+    #: Sandbox IDs to change and report; empty: all. Others still count in the ledger.
+    only: tuple[str, ...] = ()
+
+
+@dataclass
+class SandboxState:
+    """What one pass read about one sandbox."""
+
+    sandbox: Sandbox
+    allowed: Allowed
+    vcpus: VcpuThreads
+    devices: list[Device]
 
 
 @dataclass
 class SandboxReport:
     placement: SandboxPlacement
+    state: SandboxState
     results: list[PinResult] = field(default_factory=list)
-    vcpu_method: str = "none"
+    devices: list[DeviceCheck] = field(default_factory=list)
 
     @property
     def sandbox(self) -> Sandbox:
         return self.placement.sandbox
 
+    @property
+    def vcpu_method(self) -> str:
+        return self.state.vcpus.method
+
+    @property
+    def vcpu_results(self) -> list[PinResult]:
+        return [r for r in self.results if r.assignment.role is Role.VCPU]
+
     def vcpu_map(self) -> str:
         """`0→0 1→0 2→1 3→1`: vCPU index → CPUs the kernel holds (or will hold)."""
         parts = []
-        for result in sorted(self.results, key=lambda r: r.assignment.vcpu_index):
+        for result in sorted(self.vcpu_results, key=lambda r: r.assignment.vcpu_index or 0):
             cpus = result.actual if result.actual is not None else result.assignment.cpus
             parts.append(f"{result.assignment.vcpu_index}→{cpus}")
         return " ".join(parts)
@@ -68,93 +107,145 @@ class PassReport:
         return sum(r.outcome is Outcome.FAILED for s in self.sandboxes for r in s.results)
 
 
-def _prepare(
+def read_states(
     options: AgentOptions, topology: HostTopology, sandboxes: Iterable[Sandbox]
-) -> tuple[list[PlacementInput], list[Sandbox], dict[str, str]]:
-    inputs, gone, methods = [], [], {}
+) -> tuple[list[SandboxState], list[Sandbox]]:
+    """Allowed CPUs, vCPU threads and VFIO devices of each sandbox; and those that ended."""
+    layout = read_layout(options.proc_root, options.cgroup_root)
+    states, gone = [], []
     for sandbox in sandboxes:
         try:
-            allowed = allowed_cpus(options.proc_root, sandbox.pid, topology.online_cpus)
-            with_cpus = dataclasses.replace(sandbox, allowed_cpus=allowed)
-            vcpus = read_vcpu_threads(options.proc_root, with_cpus, options.backoff)
+            allowed = allowed_cpus(options.proc_root, sandbox.pid, topology.online_cpus, layout)
+            with_cpus = dataclasses.replace(sandbox, allowed_cpus=allowed.cpus)
+            qmp = qmp_socket_for(options.qmp_socket, sandbox)
+            vcpus = read_vcpu_threads(options.proc_root, with_cpus, options.backoff, qmp)
+            found = sandbox_devices(options.proc_root, options.sysfs_root, sandbox)
         except ProcessGone:
             gone.append(sandbox)
             continue
-        methods[sandbox.sandbox_id] = vcpus.method
-        inputs.append(PlacementInput(with_cpus, vcpus))
-    return inputs, gone, methods
+        devices = locate_devices(topology, options.sysfs_root, found)
+        states.append(SandboxState(with_cpus, allowed, vcpus, devices))
+    return states, gone
+
+
+def plan_states(
+    options: AgentOptions, topology: HostTopology, states: list[SandboxState]
+) -> list[tuple[SandboxPlacement, SandboxState, list[DeviceCheck]]]:
+    """Placements of every sandbox at once, each with its state and device verdicts."""
+    inputs = [PlacementInput(s.sandbox, s.vcpus, device_nodes(s.devices)) for s in states]
+
+    placements = plan_placement(topology, inputs, options.policy, options.emulator)
+
+    by_key = {state.sandbox.key: state for state in states}
+    planned = []
+    for placement in placements:
+        state = by_key[placement.sandbox.key]
+        checks = [judge(device, placement.host_nodes) for device in state.devices]
+        planned.append((placement, state, checks))
+    return planned
 
 
 def run_pass(options: AgentOptions) -> PassReport:
     """Scan, plan and pin once. Never raises for a vanished process or thread."""
     topology = read_topology(options.sysfs_root)
     sandboxes, skipped = find_sandboxes(options.proc_root, options.qemu_paths)
-    if options.only is not None:
-        sandboxes = [s for s in sandboxes if s.sandbox_id in options.only]
-    inputs, gone, methods = _prepare(options, topology, sandboxes)
+    states, gone = read_states(options, topology, sandboxes)
     dry_run = options.dry_run or not is_live_proc(options.proc_root)
 
-    placements = plan_placement(topology, inputs, options.policy)
+    planned = plan_states(options, topology, states)
 
     report = PassReport(topology, skipped=skipped, gone=gone, dry_run=dry_run)
-    for placement in placements:
-        entry = SandboxReport(
-            placement, vcpu_method=methods.get(placement.sandbox.sandbox_id, "none")
-        )
+    for placement, state, checks in planned:
+        if options.only and placement.sandbox.sandbox_id not in options.only:
+            continue
+        entry = SandboxReport(placement, state, devices=checks)
         for assignment in placement.assignments:
             entry.results.append(apply_assignment(options.proc_root, assignment, dry_run))
         report.sandboxes.append(entry)
     return report
 
 
-def log_report(report: PassReport, quiet_unchanged: bool = False) -> None:
-    """INFO per sandbox placed, WARNING per degraded decision, ERROR per failed thread."""
+def log_report(
+    report: PassReport, quiet_unchanged: bool = False, previous: PassReport | None = None
+) -> None:
+    """INFO per sandbox placed, WARNING per degraded decision, ERROR per failed thread.
+
+    With `quiet_unchanged`, sandboxes whose masks did not change are not logged again, and
+    device verdicts only when they differ from `previous`.
+    """
     for skipped in report.skipped:
-        log.info(
-            "skipped process PID=%d: %s", skipped.pid, skipped.reason, extra={"PID": skipped.pid}
-        )
+        fields = {"PID": skipped.pid}
+        log.info("skipped process PID=%d: %s", skipped.pid, skipped.reason, extra=fields)
     for sandbox in report.gone:
         log.info("sandbox %s (PID=%d) ended while being read", sandbox.sandbox_id, sandbox.pid)
+    before = {}
+    if previous is not None:
+        before = {entry.sandbox.key: entry.devices for entry in previous.sandboxes}
     for entry in report.sandboxes:
         _log_sandbox(entry, report.dry_run, quiet_unchanged)
+        if not quiet_unchanged or entry.devices != before.get(entry.sandbox.key):
+            log_checks(entry.sandbox, entry.devices)
 
 
 def _log_sandbox(entry: SandboxReport, dry_run: bool, quiet_unchanged: bool) -> None:
     sandbox = entry.sandbox
     fields = {"SANDBOX_ID": sandbox.sandbox_id, "PID": sandbox.pid}
-    for warning in entry.placement.warnings:
-        log.warning("sandbox %s: %s", sandbox.sandbox_id, warning, extra=fields)
-    for result in entry.results:
-        if result.outcome is Outcome.FAILED:
-            tid = result.assignment.tid
-            log.error(
-                "sandbox %s: vCPU %d (TID=%d) not pinned: %s",
-                sandbox.sandbox_id,
-                result.assignment.vcpu_index,
-                tid,
-                result.error,
-                extra={**fields, "TID": tid},
-            )
-    if not entry.results:
-        expected = sandbox.layout.smp.cpus
-        log.warning(
-            "sandbox %s (PID=%d): no vCPU threads identified (%d expected); start QEMU with "
-            "-name sandbox-<id>,debug-threads=on",
-            sandbox.sandbox_id,
-            sandbox.pid,
-            expected,
-            extra=fields,
-        )
-        return
     changed = any(r.outcome is Outcome.PINNED for r in entry.results)
     if quiet_unchanged and not changed:
         return
+    if entry.state.allowed.note:
+        log.info("sandbox %s: %s", sandbox.sandbox_id, entry.state.allowed.note, extra=fields)
+    for warning in entry.placement.warnings:
+        log.warning("sandbox %s: %s", sandbox.sandbox_id, warning, extra=fields)
+    for note in entry.state.vcpus.notes:
+        log.debug("sandbox %s: vCPU identification: %s", sandbox.sandbox_id, note, extra=fields)
+    for result in entry.results:
+        if result.outcome is Outcome.FAILED:
+            _log_failure(entry, result, fields)
+    vcpus = entry.state.vcpus
+    if not vcpus.by_index:
+        log.warning(
+            "sandbox %s (PID=%d) skipped: no vCPU thread identified (%d expected); to enable "
+            "one of the methods: %s",
+            sandbox.sandbox_id,
+            sandbox.pid,
+            vcpus.expected,
+            HOW_TO_ENABLE,
+            extra=fields,
+        )
+        return
+    if vcpus.missing:
+        log.warning(
+            "sandbox %s: %d of %d vCPU threads not identified (%s): left alone",
+            sandbox.sandbox_id,
+            vcpus.missing,
+            vcpus.expected,
+            "; ".join(vcpus.notes) or "not blocked in KVM_RUN while read",
+            extra=fields,
+        )
     verb = "would place" if dry_run else "placed"
     log.info(
-        "sandbox %s %s: PID=%d vCPU→CPU %s",
+        "sandbox %s %s: PID=%d vCPU→CPU %s (vCPUs by %s, allowed CPUs %s)",
         sandbox.sandbox_id,
         verb,
         sandbox.pid,
         entry.vcpu_map(),
+        vcpus.method,
+        entry.state.allowed.cpus,
         extra=fields,
+    )
+
+
+def _log_failure(entry: SandboxReport, result: PinResult, fields: dict[str, object]) -> None:
+    assignment = result.assignment
+    what = "emulator thread"
+    if assignment.vcpu_index is not None:
+        what = f"vCPU {assignment.vcpu_index}"
+    log.error(
+        "sandbox %s: %s (TID=%d) not pinned: %s",
+        entry.sandbox.sandbox_id,
+        what,
+        assignment.tid,
+        result.error,
+        extra={**fields, "TID": assignment.tid},
     )

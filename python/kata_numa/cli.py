@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from kata_numa import __version__, kataconfig, planner
-from kata_numa._native import HostTopology
+from kata_numa._native import CpuSet, HostTopology
 from kata_numa.agent import AgentOptions, log_report, run_pass
-from kata_numa.errors import KataNumaError
+from kata_numa.errors import KataNumaError, UsageError
 from kata_numa.log import setup_logging
-from kata_numa.policy import Policy
+from kata_numa.mems import sandbox_host_nodes, translate_mems
+from kata_numa.policy import EmulatorPolicy, Policy
 from kata_numa.sandbox import find_sandboxes
 from kata_numa.service import Service
 from kata_numa.topology import format_numactl, read_topology, to_json
+from kata_numa.verify import format_text as format_verify
+from kata_numa.verify import to_json as verify_json
+from kata_numa.verify import verify
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -69,25 +73,68 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="full resync period (default 10)",
     )
-    run.add_argument("--policy", choices=[p.value for p in Policy], default=Policy.DEDICATED.value)
+    _agent_args(run)
+    run.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
     run.add_argument(
+        "--sandbox",
+        action="append",
+        default=[],
+        dest="only",
+        metavar="ID",
+        help="change only this sandbox (repeatable); the others still count as CPU holders",
+    )
+
+    verify = commands.add_parser(
+        "verify", help="check every sandbox's placement (exit 1 with each finding); change nothing"
+    )
+    verify.add_argument("sandbox", nargs="?", metavar="SANDBOX", help="only this sandbox ID")
+    _roots(verify)
+    _agent_args(verify)
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+
+    mems = commands.add_parser(
+        "translate-mems", help="turn host NUMA nodes (cpuset.mems) into a sandbox's guest nodes"
+    )
+    mems.add_argument("--sandbox", required=True, metavar="ID", help="the sandbox ID")
+    mems.add_argument("mems", metavar="MEMS", help="host node list, e.g. 0,2")
+    _roots(mems)
+    mems.add_argument("--qemu-path", action="append", default=[], metavar="PATH")
+    _add_plan_commands(commands)
+    return parser
+
+
+def _agent_args(parser: argparse.ArgumentParser) -> None:
+    """Options of `run` that `verify` shares: how sandboxes are read and placed."""
+    parser.add_argument(
+        "--policy", choices=[p.value for p in Policy], default=Policy.DEDICATED.value
+    )
+    parser.add_argument(
+        "--emulator",
+        choices=[p.value for p in EmulatorPolicy],
+        default=EmulatorPolicy.SPARE.value,
+        help="emulator and I/O threads: to allowed CPUs no vCPU holds (spare), or untouched",
+    )
+    parser.add_argument(
         "--qemu-path",
         action="append",
         default=[],
         metavar="PATH",
         help="another QEMU binary that Kata runs (its configuration's `path`)",
     )
-    run.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
-    run.add_argument(
-        "--sandbox",
-        action="append",
-        default=[],
-        metavar="ID",
-        dest="only",
-        help="manage only this sandbox (repeatable); others are left alone",
+    parser.add_argument(
+        "--cgroup-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder holding the cgroup hierarchies (default: found in /proc/self/mountinfo)",
     )
-    _add_plan_commands(commands)
-    return parser
+    parser.add_argument(
+        "--qmp-socket",
+        default=None,
+        metavar="PATH",
+        help="QMP monitor socket of each sandbox, {id} and {pid} filled in (Kata's "
+        "extra_monitor_socket); asked for vCPU threads when names and KVM descriptors fail",
+    )
 
 
 def _add_plan_commands(commands: Any) -> None:
@@ -227,8 +274,11 @@ def _options(args: argparse.Namespace) -> AgentOptions:
         proc_root=args.proc_root,
         policy=Policy(args.policy),
         qemu_paths=tuple(args.qemu_path),
-        dry_run=args.dry_run,
-        only=frozenset(args.only) if args.only else None,
+        dry_run=getattr(args, "dry_run", False),
+        cgroup_root=args.cgroup_root,
+        qmp_socket=args.qmp_socket,
+        emulator=EmulatorPolicy(args.emulator),
+        only=tuple(getattr(args, "only", ())),
     )
 
 
@@ -299,8 +349,40 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if any(p.level == "error" for p in problems) else EXIT_OK
 
 
-COMMANDS = {"topology": cmd_topology, "sandboxes": cmd_sandboxes, "run": cmd_run}
-COMMANDS |= {"plan": cmd_plan, "check-config": cmd_check_config}
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = verify(_options(args), args.sandbox)
+    print(json.dumps(verify_json(report), indent=2) if args.json else format_verify(report))
+    return EXIT_FINDINGS if report.findings else EXIT_OK
+
+
+def cmd_translate_mems(args: argparse.Namespace) -> int:
+    host_mems = CpuSet.parse_list(args.mems)
+    topology = read_topology(args.sysfs_root)
+    sandboxes, _ = find_sandboxes(args.proc_root, args.qemu_path)
+    matching = [s for s in sandboxes if s.sandbox_id == args.sandbox]
+    if not matching:
+        raise UsageError(f"no Kata sandbox {args.sandbox!r} runs here")
+    host_nodes, _ = sandbox_host_nodes(matching[0], topology)
+
+    result = translate_mems(host_mems, host_nodes)
+
+    for warning in result.warnings:
+        print(f"kata-numa: warning: {warning}", file=sys.stderr)
+    if result.guest_nodes is None:
+        return EXIT_FINDINGS
+    print(result.guest_nodes.to_list())
+    return EXIT_OK
+
+
+COMMANDS = {
+    "topology": cmd_topology,
+    "sandboxes": cmd_sandboxes,
+    "run": cmd_run,
+    "verify": cmd_verify,
+    "translate-mems": cmd_translate_mems,
+    "plan": cmd_plan,
+    "check-config": cmd_check_config,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,3 +70,11 @@ class ConfigError(KataNumaError, ValueError):
 
 class UsageError(KataNumaError, ValueError):
     """A command-line value that cannot be used."""
+
+
+class QmpError(KataNumaError, OSError):
+    """A QMP monitor socket that could not be reached, or answered what QMP never answers."""
+
+    def __init__(self, message: str, *, socket: str = "") -> None:
+        super().__init__(message)
+        self.socket = socket

@@ -29,7 +29,7 @@ class Service:
     async def run_once(self) -> PassReport:
         loop = asyncio.get_running_loop()
         report = await loop.run_in_executor(None, run_pass, self.options)
-        log_report(report, quiet_unchanged=self.passes > 0)
+        log_report(report, quiet_unchanged=self.passes > 0, previous=self.last_report)
         self.passes += 1
         self.last_report = report
         return report

@@ -1,4 +1,15 @@
-"""Finding the vCPU threads of a QEMU process (`/proc/<pid>/task`)."""
+"""Which threads of a sandbox's QEMU run its vCPUs.
+
+Three methods, in this order; the first two are read in Rust (`scan_vcpus`):
+1. thread names `CPU <n>/KVM` (QEMU with `-name ...,debug-threads=on`);
+2. the KVM vCPU descriptor each vCPU thread is blocked on (`/proc/<pid>/task/<tid>/syscall` →
+   `/proc/<pid>/fd/<fd>` → `anon_inode:kvm-vcpu:<id>`, the x86 APIC ID turned into the index);
+3. a QMP monitor socket the operator configured (`query-cpus-fast`).
+
+A vCPU thread in guest mode shows `running`, and the vCPUs of a paused VM wait outside KVM, so
+the reading is repeated with back-off while vCPUs are missing. Nothing is guessed from thread
+order: a vCPU no method names is left alone.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +18,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kata_numa._native import Task, read_tasks
+from kata_numa._native import Task, VcpuScan, query_vcpu_threads, scan_vcpus
+from kata_numa.errors import QmpError
 from kata_numa.sandbox import Sandbox
 
 log = logging.getLogger("kata_numa.vcpus")
 
-#: Seconds to wait between reads while a new QEMU is still creating its vCPU threads.
+#: Seconds to wait between reads while vCPU threads are being created or are not in KVM_RUN.
 BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8)
+#: Seconds a QMP monitor may take to answer.
+QMP_TIMEOUT = 2.0
+
+HOW_TO_ENABLE = (
+    "start QEMU with -name sandbox-<id>,debug-threads=on, or run it under KVM with ptrace "
+    "access to /proc/<pid>/task/*/syscall (root or CAP_SYS_PTRACE), or configure a QMP monitor "
+    '(Kata: extra_monitor_socket = "qmp") and pass its path with --qmp-socket'
+)
 
 
 @dataclass
@@ -21,40 +41,95 @@ class VcpuThreads:
     """vCPU index → thread, the other threads (emulator, I/O), and how vCPUs were told apart."""
 
     by_index: dict[int, Task] = field(default_factory=dict)
+    #: Threads known not to run a vCPU; filled only when every expected vCPU was identified.
     others: list[Task] = field(default_factory=list)
     method: str = "none"
+    #: vCPUs `-smp` says exist.
+    expected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.by_index) >= self.expected
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.expected - len(self.by_index))
 
 
-def identify_vcpus(tasks: list[Task]) -> VcpuThreads:
-    """Tell vCPU threads by their names (`CPU <n>/KVM`, `CPU <n>/TCG`).
+def qmp_socket_for(template: str | None, sandbox: Sandbox) -> Path | None:
+    """The operator's socket path with `{id}` and `{pid}` filled in for this sandbox."""
+    if not template:
+        return None
+    return Path(template.replace("{id}", sandbox.sandbox_id).replace("{pid}", str(sandbox.pid)))
 
-    TODO(#4): KVM vCPU descriptors and QMP for QEMU without debug-threads=on.
-    """
-    found = VcpuThreads()
-    for task in tasks:
-        if task.vcpu_index is not None and task.vcpu_index not in found.by_index:
-            found.by_index[task.vcpu_index] = task
+
+def _threads(tasks: list[Task], by_tid: dict[int, int], expected: int, method: str) -> VcpuThreads:
+    """`by_tid`: thread id → vCPU index."""
+    found = VcpuThreads(method=method, expected=expected)
+    known = {task.tid: task for task in tasks}
+    for tid, index in sorted(by_tid.items(), key=lambda item: item[1]):
+        if tid in known:
+            found.by_index[index] = known[tid]
         else:
-            found.others.append(task)
-    if found.by_index:
-        found.method = "thread-names"
+            found.notes.append(f"vCPU {index}: thread {tid} is not a thread of this process")
+    if found.complete:
+        vcpu_tids = {task.tid for task in found.by_index.values()}
+        found.others = [task for task in tasks if task.tid not in vcpu_tids]
+    if not found.by_index:
+        found.method = "none"
     return found
 
 
+def _from_scan(scan: VcpuScan, expected: int) -> VcpuThreads:
+    by_tid = {tid: index for index, tid in scan.vcpus.items()}
+    found = _threads(scan.tasks, by_tid, expected, scan.method or "none")
+    found.notes.extend(scan.notes)
+    return found
+
+
+def _may_improve(scan: VcpuScan, sandbox: Sandbox) -> bool:
+    """Whether reading again can name more vCPUs: names or KVM descriptors are in play."""
+    layout = sandbox.layout
+    kvm = layout.accel is None or "kvm" in layout.accel
+    return layout.debug_threads or scan.kvm_vcpu_fds > 0 or kvm
+
+
+def _ask_qmp(socket: Path, tasks: list[Task], expected: int) -> VcpuThreads:
+    try:
+        threads = query_vcpu_threads(str(socket), QMP_TIMEOUT)
+    except QmpError as exc:
+        return VcpuThreads(expected=expected, notes=[str(exc)])
+    by_tid = {tid: index for index, tid in threads.items()}
+    return _threads(tasks, by_tid, expected, "qmp")
+
+
 def read_vcpu_threads(
-    proc_root: str | Path, sandbox: Sandbox, backoff: tuple[float, ...] = BACKOFF
+    proc_root: str | Path,
+    sandbox: Sandbox,
+    backoff: tuple[float, ...] = BACKOFF,
+    qmp_socket: Path | None = None,
 ) -> VcpuThreads:
-    """Read the sandbox's vCPU threads, waiting with back-off until `-smp` many exist.
+    """Identify the sandbox's vCPU threads: names, else KVM descriptors (read again with
+    back-off while some are missing), else the QMP monitor at `qmp_socket`.
 
     Raises ProcessGone when the process ended.
     """
     expected = sandbox.layout.smp.cpus
-    found = identify_vcpus(read_tasks(str(proc_root), sandbox.pid))
-    if not sandbox.layout.debug_threads:
-        return found  # names will never appear: no point in waiting for them
+    binary = sandbox.argv[0] if sandbox.argv else ""
+    scan = scan_vcpus(str(proc_root), sandbox.pid, sandbox.layout.smp, binary)
     for delay in backoff:
-        if len(found.by_index) >= expected:
+        if len(scan.vcpus) >= expected or not _may_improve(scan, sandbox):
             break
         time.sleep(delay)
-        found = identify_vcpus(read_tasks(str(proc_root), sandbox.pid))
+        scan = scan_vcpus(str(proc_root), sandbox.pid, sandbox.layout.smp, binary)
+    found = _from_scan(scan, expected)
+
+    if found.complete or qmp_socket is None:
+        return found
+    asked = _ask_qmp(qmp_socket, scan.tasks, expected)
+    if len(asked.by_index) > len(found.by_index):
+        asked.notes = found.notes + asked.notes
+        return asked
+    found.notes.extend(asked.notes)
     return found

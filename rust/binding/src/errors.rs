@@ -46,6 +46,10 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             "AffinityError"
         }
         Error::Plan { .. } => "PlanError",
+        Error::Qmp { socket, .. } => {
+            kwargs.set_item("socket", socket.to_string_lossy())?;
+            "QmpError"
+        }
     };
     let exc = module.getattr(class)?.call((err.to_string(),), Some(&kwargs))?;
     Ok(PyErr::from_value(exc))

@@ -3,12 +3,15 @@
 
 use pyo3::prelude::*;
 
+mod cgroup;
 mod cpuset;
 mod errors;
 mod plan;
 mod procfs;
 mod qemu;
 mod topology;
+mod vcpu;
+mod vfio;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,5 +20,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     procfs::register(m)?;
     qemu::register(m)?;
     plan::register(m)?;
+    vcpu::register(m)?;
+    cgroup::register(m)?;
+    vfio::register(m)?;
     Ok(())
 }

@@ -53,6 +53,21 @@ pub struct GuestLayout {
     notes: Vec<String>,
 }
 
+impl Smp {
+    /// The core's `Smp`, for readers that need the topology (vCPU ids).
+    pub fn to_core(&self) -> qemu::Smp {
+        qemu::Smp {
+            cpus: self.cpus,
+            maxcpus: self.maxcpus,
+            sockets: self.sockets,
+            dies: self.dies,
+            clusters: self.clusters,
+            cores: self.cores,
+            threads: self.threads,
+        }
+    }
+}
+
 impl From<qemu::GuestLayout> for GuestLayout {
     fn from(l: qemu::GuestLayout) -> Self {
         let s = l.smp;

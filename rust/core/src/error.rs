@@ -23,6 +23,8 @@ pub enum Error {
     Affinity { tid: i32, source: io::Error },
     /// A guest layout that cannot be planned as asked.
     Plan { reason: String },
+    /// A QMP monitor that could not be reached or answered what QMP never answers.
+    Qmp { socket: PathBuf, reason: String },
 }
 
 impl Error {
@@ -62,6 +64,9 @@ impl fmt::Display for Error {
                 write!(f, "cannot change the CPU affinity of thread {tid}: {source}")
             }
             Error::Plan { reason } => write!(f, "cannot plan the guest topology: {reason}"),
+            Error::Qmp { socket, reason } => {
+                write!(f, "QMP monitor {}: {reason}", socket.display())
+            }
         }
     }
 }

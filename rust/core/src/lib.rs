@@ -5,13 +5,17 @@
 #![deny(unsafe_code)]
 
 pub mod affinity;
+pub mod cgroup;
 pub mod cpuset;
 pub mod error;
 pub mod fsutil;
 pub mod plan;
 pub mod procfs;
 pub mod qemu;
+pub mod qmp;
 pub mod sysfs;
+pub mod vcpu;
+pub mod vfio;
 
 pub use cpuset::CpuSet;
 pub use error::{Error, Result};

@@ -35,7 +35,7 @@ pub struct Task {
 }
 
 /// Turn an I/O error on a process's file into `Gone` when it means the process ended.
-fn proc_error(pid: i32, tid: Option<i32>, path: &Path, e: io::Error) -> Error {
+pub(crate) fn proc_error(pid: i32, tid: Option<i32>, path: &Path, e: io::Error) -> Error {
     let gone = e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH);
     if gone {
         Error::Gone { pid, tid, path: path.to_path_buf() }
@@ -44,7 +44,7 @@ fn proc_error(pid: i32, tid: Option<i32>, path: &Path, e: io::Error) -> Error {
     }
 }
 
-fn read_proc_file(pid: i32, tid: Option<i32>, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_proc_file(pid: i32, tid: Option<i32>, path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| proc_error(pid, tid, path, e))
 }
 
@@ -155,6 +155,60 @@ pub fn vcpu_index_from_name(name: &str) -> Option<u32> {
         return None;
     }
     index.parse().ok()
+}
+
+/// `PF_USER_WORKER` of `include/linux/sched.h`: a thread the kernel runs on behalf of the
+/// process (vhost workers, KVM's `kvm-nx-lpage-recovery`), listed in its `task` folder.
+pub const PF_USER_WORKER: u32 = 0x0000_4000;
+
+/// The `flags` field (9) of `/proc/<pid>/task/<tid>/stat`: `PF_*` bits of the thread.
+pub fn read_task_flags(proc_root: &Path, pid: i32, tid: i32) -> Result<u32> {
+    let path = task_dir(proc_root, pid, tid).join("stat");
+    let stat = String::from_utf8_lossy(&read_proc_file(pid, Some(tid), &path)?).into_owned();
+    let (_, fields) = split_stat(&stat).ok_or_else(|| Error::parse(&path, "no (comm) field"))?;
+    // Fields after comm start with field 3 (state); flags is field 9.
+    fields
+        .get(6)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| Error::parse(&path, "no flags in field 9"))
+}
+
+/// Open descriptors of a process and what each names (`readlink /proc/<pid>/fd/<fd>`:
+/// `/dev/vfio/12`, `anon_inode:kvm-vcpu:4`, `socket:[123]`), in descriptor order.
+/// Descriptors closed while listed are left out; a process that ended is [`Error::Gone`].
+pub fn read_fd_links(proc_root: &Path, pid: i32) -> Result<Vec<(u32, String)>> {
+    let dir = proc_root.join(format!("{pid}/fd"));
+    let entries = fs::read_dir(&dir).map_err(|e| proc_error(pid, None, &dir, e))?;
+    let mut links = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| proc_error(pid, None, &dir, e))?;
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        match fs::read_link(entry.path()) {
+            Ok(target) => links.push((fd, target.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(proc_error(pid, None, &entry.path(), e)),
+        }
+    }
+    links.sort_unstable_by_key(|(fd, _)| *fd);
+    Ok(links)
+}
+
+/// The link target of one descriptor (`/proc/<pid>/fd/<fd>`), `None` when it was closed.
+pub fn read_fd_link(proc_root: &Path, pid: i32, fd: u32) -> Result<Option<String>> {
+    let path = proc_root.join(format!("{pid}/fd/{fd}"));
+    match fs::read_link(&path) {
+        Ok(target) => Ok(Some(target.to_string_lossy().into_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The descriptor was closed, or the whole process ended: tell them apart.
+            match fs::metadata(proc_root.join(format!("{pid}/fd"))) {
+                Ok(_) => Ok(None),
+                Err(e) => Err(proc_error(pid, None, &path, e)),
+            }
+        }
+        Err(e) => Err(proc_error(pid, None, &path, e)),
+    }
 }
 
 #[cfg(test)]

@@ -158,17 +158,26 @@ fn size_mib(arg: &str, value: &str, default_unit: u64) -> Result<u64> {
     })
 }
 
+/// Most vCPUs a `-smp` may describe; larger values are refused rather than computed with.
+const MAX_VCPUS: u64 = 1 << 20;
+
 fn parse_smp(arg: &str) -> Result<Smp> {
     let opts = Opts::parse(arg, "cpus");
-    let get = |key: &str| -> Result<u32> {
-        opts.get(key).map(|v| number(arg, key, v)).transpose().map(|v| v.unwrap_or(0))
+    let too_many =
+        || Error::QemuArgs { arg: arg.to_string(), reason: format!("more than {MAX_VCPUS} vCPUs") };
+    let get = |key: &str| -> Result<u64> {
+        let value = opts.get(key).map(|v| number(arg, key, v)).transpose()?.unwrap_or(0);
+        if u64::from(value) > MAX_VCPUS {
+            return Err(too_many());
+        }
+        Ok(u64::from(value))
     };
     let (cpus, mut maxcpus) = (get("cpus")?, get("maxcpus")?);
     let (mut sockets, dies, clusters) =
         (get("sockets")?, get("dies")?.max(1), get("clusters")?.max(1));
-    let (mut cores, mut threads) = (get("cores")?, get("threads")?);
-    // QEMU's rules (hw/core/machine-smp.c, machines of 6.2 and later prefer cores).
-    threads = threads.max(1);
+    let (mut cores, threads) = (get("cores")?, get("threads")?.max(1));
+    // QEMU's rules (hw/core/machine-smp.c, machines of 6.2 and later prefer cores). Every
+    // factor is at most MAX_VCPUS (2^20), so products of up to three stay far from u64's limit.
     if cpus == 0 && maxcpus == 0 {
         sockets = sockets.max(1);
         cores = cores.max(1);
@@ -178,22 +187,29 @@ fn parse_smp(arg: &str) -> Result<Smp> {
             sockets = 1;
         }
         if sockets == 0 {
-            sockets = (max / (dies * clusters * cores * threads)).max(1);
+            sockets = (max / (dies * clusters * cores * threads).max(1)).max(1);
         } else if cores == 0 {
-            cores = (max / (sockets * dies * clusters * threads)).max(1);
+            cores = (max / (sockets * dies * clusters * threads).max(1)).max(1);
         }
     }
-    let total = sockets * dies * clusters * cores * threads;
+    let total = [sockets, dies, clusters, cores, threads]
+        .iter()
+        .try_fold(1u64, |acc, &n| acc.checked_mul(n).filter(|&t| t <= MAX_VCPUS))
+        .ok_or_else(too_many)?;
     if maxcpus == 0 {
         maxcpus = total;
     }
     let cpus = if cpus == 0 { maxcpus } else { cpus };
     if total != maxcpus || cpus > maxcpus {
+        let shape = format!("{sockets}x{dies}x{clusters}x{cores}x{threads}");
         return Err(Error::QemuArgs {
             arg: arg.to_string(),
-            reason: format!("topology {sockets}x{dies}x{clusters}x{cores}x{threads} does not give maxcpus {maxcpus}"),
+            reason: format!("topology {shape} does not give maxcpus {maxcpus}"),
         });
     }
+    // All values are at most MAX_VCPUS, so they fit in u32.
+    let [cpus, maxcpus, sockets, dies, clusters, cores, threads] =
+        [cpus, maxcpus, sockets, dies, clusters, cores, threads].map(|v| v as u32);
     Ok(Smp { cpus, maxcpus, sockets, dies, clusters, cores, threads })
 }
 
@@ -222,14 +238,20 @@ fn parse_backend(arg: &str) -> Result<Option<MemoryBackend>> {
 
 /// vCPU index of `-numa cpu,socket-id=..,core-id=..,thread-id=..` from the `-smp` topology.
 fn numa_cpu_index(arg: &str, opts: &Opts, smp: &Smp) -> Result<u32> {
-    let id = |key: &str| -> Result<u32> {
-        opts.get(key).map(|v| number(arg, key, v)).transpose().map(|v| v.unwrap_or(0))
+    let id = |key: &str, limit: u32| -> Result<u32> {
+        let value = opts.get(key).map(|v| number(arg, key, v)).transpose()?.unwrap_or(0);
+        if value >= limit {
+            let reason = format!("{key}={value} is not below the -smp count {limit}");
+            return Err(Error::QemuArgs { arg: arg.to_string(), reason });
+        }
+        Ok(value)
     };
-    let socket = id("socket-id")?;
-    let die = id("die-id")?;
-    let cluster = id("cluster-id")?;
-    let core = id("core-id")?;
-    let thread = id("thread-id")?;
+    let socket = id("socket-id", smp.sockets)?;
+    let die = id("die-id", smp.dies)?;
+    let cluster = id("cluster-id", smp.clusters)?;
+    let core = id("core-id", smp.cores)?;
+    let thread = id("thread-id", smp.threads)?;
+    // Each id is below its count and the counts multiply to maxcpus, so this cannot overflow.
     Ok((((socket * smp.dies + die) * smp.clusters + cluster) * smp.cores + core) * smp.threads
         + thread)
 }
@@ -323,6 +345,10 @@ fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
                         .map_err(|e| Error::QemuArgs { arg: arg.clone(), reason: e.to_string() })?;
                     cpus = cpus.union(&set);
                 }
+                if cpus.last().is_some_and(|last| last >= layout.smp.maxcpus) {
+                    let reason = format!("cpus={cpus} reach beyond maxcpus {}", layout.smp.maxcpus);
+                    return Err(Error::QemuArgs { arg: arg.clone(), reason });
+                }
                 let mem_mib =
                     opts.get("mem").map(|m| size_mib(arg, m, 1 << 20)).transpose()?.unwrap_or(0);
                 let memdev = opts.get("memdev").map(str::to_string);
@@ -398,6 +424,10 @@ mod tests {
         assert_eq!(smp.cores, 4);
         assert_eq!(parse_smp("6,sockets=4,cores=4").unwrap().maxcpus, 16);
         assert!(parse_smp("6,sockets=4,cores=4,maxcpus=8").is_err());
+        // Products that overflow 32 bits must be refused, not wrapped (once a panic).
+        assert!(parse_smp("4,sockets=65536,cores=65536").is_err());
+        assert!(parse_smp("sockets=1048576,cores=1048576,threads=1048576").is_err());
+        assert!(parse_smp("4294967295").is_err());
     }
 
     #[test]

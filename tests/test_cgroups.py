@@ -1,0 +1,246 @@
+"""Allowed CPUs from cgroup cpusets: v2, v1, hybrid hosts, fixture trees and the real v1 cpuset."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kata_numa._native import CpuSet
+from kata_numa.cgroups import allowed_cpus, read_layout
+from kata_numa.errors import SysfsError
+from procgen import (
+    Proc,
+    Thread,
+    cgroup2_mount,
+    cpuset_v1_mount,
+    make_process,
+    qemu_argv,
+    tmpfs_mount,
+    write_mountinfo,
+)
+from qemu_vm import TCG, needs_qemu, qemu_vm, qmp_vcpu_threads, run_cli, thread_masks
+
+PID = 5000
+ONLINE = CpuSet("0-7")
+POD = "/kubepods/burstable/pod1234/kata-abc"  # as /proc/<pid>/cgroup says it
+POD_DIR = POD.lstrip("/")  # below the fixture's mount point
+
+
+def write_files(folder: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        path = folder / relative.lstrip("/")  # never an absolute path: it would leave `folder`
+        assert path.is_relative_to(folder), path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def host(tmp_path: Path, mounts: list[str], cgroup: str, files: dict[str, str]) -> Path:
+    """A fixture host: `proc/` with the sandbox's `cgroup` file and the agent's mountinfo, and
+    the cgroup `files` below `cg/` (paths relative to it)."""
+    proc_root = tmp_path / "proc"
+    make_process(proc_root, Proc(PID, qemu_argv(), [Thread(PID)], cgroup=cgroup))
+    write_mountinfo(proc_root, mounts)
+    write_files(tmp_path / "cg", files)
+    return proc_root
+
+
+def v2(tmp_path: Path, files: dict[str, str]) -> Path:
+    mounts = [cgroup2_mount(tmp_path / "cg")]
+    return host(tmp_path, mounts, f"0::{POD}\n", files)
+
+
+CASES = {
+    "v2-empty-cpus-inherits-effective": (
+        "v2",
+        {
+            "cgroup.controllers": "cpuset cpu memory\n",
+            f"{POD_DIR}/cpuset.cpus": "\n",
+            f"{POD_DIR}/cpuset.cpus.effective": "2-5\n",
+        },
+        "2-5",
+        f"{POD_DIR}/cpuset.cpus.effective",
+    ),
+    "v2-no-cpuset-files-below-a-parent": (
+        "v2",
+        {
+            "cgroup.controllers": "cpuset cpu memory\n",
+            "kubepods/cpuset.cpus.effective": "0-7\n",
+            f"{POD_DIR}/cgroup.procs": f"{PID}\n",
+        },
+        "0-7",
+        "kubepods/cpuset.cpus.effective",
+    ),
+    "v2-empty-effective-walks-up": (
+        "v2",
+        {
+            "cgroup.controllers": "cpuset\n",
+            "kubepods/burstable/cpuset.cpus.effective": "4-6\n",
+            f"{POD_DIR}/cpuset.cpus.effective": "\n",
+        },
+        "4-6",
+        "kubepods/burstable/cpuset.cpus.effective",
+    ),
+}
+
+
+@pytest.mark.parametrize(("kind", "files", "cpus", "source"), CASES.values(), ids=CASES.keys())
+def test_v2(tmp_path: Path, kind: str, files: dict[str, str], cpus: str, source: str) -> None:
+    proc_root = v2(tmp_path, files)
+
+    allowed = allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+    assert allowed.cpus == CpuSet(cpus)
+    assert allowed.source == str(tmp_path / "cg" / source)
+
+
+V1_CASES = {
+    "effective-cpus": (
+        {"kata/abc/cpuset.effective_cpus": "1,3\n", "kata/abc/cpuset.cpus": "1-3\n"},
+        "1,3",
+    ),
+    "only-cpuset-cpus": ({"kata/abc/cpuset.cpus": "1-3\n"}, "1-3"),
+    "from-the-parent": ({"kata/cpuset.effective_cpus": "6-7\n", "kata/abc/tasks": ""}, "6-7"),
+}
+
+
+@pytest.mark.parametrize(("files", "cpus"), V1_CASES.values(), ids=V1_CASES.keys())
+def test_v1(tmp_path: Path, files: dict[str, str], cpus: str) -> None:
+    mounts = [tmpfs_mount(tmp_path / "cg"), cpuset_v1_mount(tmp_path / "cg/cpuset")]
+    cgroup = "4:memory:/kata/abc\n3:cpuset:/kata/abc\n1:cpu,cpuacct:/\n"
+    base = {"cpuset/cpuset.cpus": "0-7\n", "cpuset/cpuset.effective_cpus": "0-7\n"}
+    cpuset_files = {f"cpuset/{name}": text for name, text in files.items()}
+    proc_root = host(tmp_path, mounts, cgroup, base | cpuset_files)
+
+    allowed = allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+    assert allowed.cpus == CpuSet(cpus)
+
+
+def hybrid(tmp_path: Path) -> Path:
+    """cpuset in v1 beside a v2 mount (this machine's layout): v1 holds the answer."""
+    cg = tmp_path / "cg"
+    mounts = [tmpfs_mount(cg), cpuset_v1_mount(cg / "cpuset"), cgroup2_mount(cg / "unified")]
+    cgroup = "9:name=systemd:/kata/abc\n3:cpuset:/kata/abc\n0::/kata/abc\n"
+    files = {
+        "cpuset/cpuset.cpus": "0-7\n",
+        "cpuset/kata/abc/cpuset.effective_cpus": "5\n",
+        "unified/cgroup.controllers": "\n",  # no cpuset controller: it is bound to v1
+        "unified/kata/abc/cgroup.procs": f"{PID}\n",
+    }
+    return host(tmp_path, mounts, cgroup, files)
+
+
+def test_hybrid(tmp_path: Path) -> None:
+    proc_root = hybrid(tmp_path)
+    layout = read_layout(proc_root)
+
+    allowed = allowed_cpus(proc_root, PID, ONLINE, layout)
+
+    assert layout.cpuset_v1 == str(tmp_path / "cg/cpuset")
+    assert layout.unified == str(tmp_path / "cg/unified")
+    assert allowed.cpus == CpuSet("5")
+    assert allowed.source.endswith("cpuset/kata/abc/cpuset.effective_cpus")
+
+
+def test_cgroup_root_overrides_mountinfo(tmp_path: Path) -> None:
+    proc_root = hybrid(tmp_path)
+    write_mountinfo(proc_root, [tmpfs_mount(tmp_path / "cg")])  # nothing usable there
+
+    with pytest.raises(SysfsError, match="--cgroup-root"):
+        read_layout(proc_root)
+    allowed = allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root, tmp_path / "cg"))
+
+    assert allowed.cpus == CpuSet("5")
+
+
+def test_cgroup_root_without_hierarchies_names_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(SysfsError, match=str(tmp_path)):
+        read_layout(tmp_path, tmp_path)
+
+
+def test_offline_cpus_are_left_out(tmp_path: Path) -> None:
+    files = {"cgroup.controllers": "cpuset\n", f"{POD_DIR}/cpuset.cpus.effective": "2-9\n"}
+    proc_root = v2(tmp_path, files)
+
+    allowed = allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+    assert allowed.cpus == CpuSet("2-7")
+    assert allowed.note is not None and "8-9" in allowed.note
+
+
+def test_no_cpuset_anywhere_allows_every_online_cpu(tmp_path: Path) -> None:
+    proc_root = v2(tmp_path, {"cgroup.controllers": "cpu memory\n"})
+
+    allowed = allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+    assert allowed.cpus == ONLINE
+    assert allowed.note is not None and "no cpuset" in allowed.note
+
+
+def test_bad_cpuset_file_names_the_file(tmp_path: Path) -> None:
+    files = {"cgroup.controllers": "cpuset\n", f"{POD_DIR}/cpuset.cpus.effective": "2-x\n"}
+    proc_root = v2(tmp_path, files)
+
+    with pytest.raises(SysfsError, match=r"cpuset\.cpus\.effective"):
+        allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+
+# --- the real v1 cpuset controller of this machine -------------------------------------------
+
+CPUSET_V1 = Path("/sys/fs/cgroup/cpuset")
+
+
+def _cpuset_unusable() -> str | None:
+    if os.geteuid() != 0:
+        return "creating a cpuset cgroup needs root"
+    if not (CPUSET_V1 / "cpuset.cpus").is_file():
+        return f"no cgroup v1 cpuset hierarchy at {CPUSET_V1}"
+    if len(CpuSet((CPUSET_V1 / "cpuset.effective_cpus").read_text())) < 2:
+        return "the root cpuset has fewer than two CPUs"
+    return None
+
+
+@pytest.fixture
+def cpuset_cgroup() -> Iterator[Path]:
+    """A cpuset cgroup holding the highest online CPU only; removed after its processes end."""
+    reason = _cpuset_unusable()
+    if reason is not None:
+        pytest.skip(reason)
+    folder = CPUSET_V1 / f"kata-numa-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    try:
+        last = CpuSet((CPUSET_V1 / "cpuset.effective_cpus").read_text()).last()
+        (folder / "cpuset.mems").write_text((CPUSET_V1 / "cpuset.effective_mems").read_text())
+        (folder / "cpuset.cpus").write_text(f"{last}\n")
+        yield folder
+    finally:
+        # The QEMU fixture inside ends first; a process still listed would keep rmdir failing.
+        folder.rmdir()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_real_qemu_in_a_v1_cpuset_is_pinned_only_inside_it(
+    tmp_path: Path, cpuset_cgroup: Path
+) -> None:
+    inside = CpuSet(cpuset_cgroup.joinpath("cpuset.cpus").read_text())
+    args = [*TCG, "-S", "-name", "sandbox-cpuset-test,debug-threads=on", "-smp", "2", "-m", "64"]
+
+    with qemu_vm(args, tmp_path / "qmp.sock", vcpus=2) as vm:
+        (cpuset_cgroup / "cgroup.procs").write_text(f"{vm.pid}\n")
+        layout = read_layout("/proc")
+        allowed = allowed_cpus("/proc", vm.pid, CpuSet(os.sched_getaffinity(0)), layout)
+        result = run_cli("run", "--once", "--sandbox", "cpuset-test")
+        masks = thread_masks(vm.pid)
+        vcpu_tids = qmp_vcpu_threads(tmp_path / "qmp.sock").values()
+
+    assert allowed.cpus == inside
+    assert allowed.source == str(cpuset_cgroup / "cpuset.effective_cpus")
+    assert result.returncode == 0, result.stderr
+    assert "sandbox cpuset-test placed" in result.stderr
+    assert all(CpuSet(masks[tid]) == inside for tid in vcpu_tids), masks
+    assert all(CpuSet(mask).issubset(inside) for mask in masks.values()), masks
