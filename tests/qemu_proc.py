@@ -20,17 +20,10 @@ FAKE = Path(__file__).parent / "fake_qemu.py"
 class FakeQemu:
     """A Python stand-in for QEMU (`fake_qemu.py`) whose vCPU threads the test can end."""
 
-    def __init__(self, name: str, vcpus: int) -> None:
-        argv = [
-            "qemu-system-x86_64",
-            str(FAKE),
-            "-name",
-            f"{name},debug-threads=on",
-            "-smp",
-            str(vcpus),
-            "-m",
-            "64",
-        ]
+    def __init__(self, name: str, vcpus: int, args: Sequence[str] | None = None) -> None:
+        """`args` replaces the default `-smp <vcpus> -m 64`; its `-smp` must say `vcpus`."""
+        shape = ["-smp", str(vcpus), "-m", "64"] if args is None else list(args)
+        argv = ["qemu-system-x86_64", str(FAKE), "-name", f"{name},debug-threads=on", *shape]
         self.process = subprocess.Popen(
             argv,
             executable=sys.executable,

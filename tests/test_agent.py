@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +148,41 @@ def test_fake_proc_tree_is_never_applied(tmp_path: Path, one_node_host: Path) ->
     options = AgentOptions(sysfs_root=one_node_host, proc_root=proc, cgroup_root=cgroups)
     report = run_pass(options)
     assert report.dry_run
+
+
+def test_flat_vm_follows_its_planned_memory_binding(tmp_path: Path) -> None:
+    """A launcher starts QEMU with `kata-numa plan`'s flat arguments; the agent then pins the
+    vCPU on the node the plan bound the memory to, not on the node it would pick itself."""
+    host = make_host(tmp_path / "host", {0: NodeSpec("0"), 1: NodeSpec("1")})
+    plan = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kata_numa",
+            "plan",
+            "--vcpus",
+            "1",
+            "--memory",
+            "128M",
+            "--sysfs-root",
+            str(host),
+            "--used",
+            "0:1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    args = json.loads(plan.stdout)["qemu_args"]
+    assert "memory-backend=numa-mem0" in args and json.loads(plan.stdout)["host_nodes"] == "1"
+    name = f"flat-{uuid.uuid4().hex[:8]}"
+    fake = FakeQemu(f"sandbox-{name}", vcpus=1, args=args)
+    try:
+        report = run_pass(AgentOptions(sysfs_root=host, backoff=(), only=(name,)))
+
+        (entry,) = report.sandboxes
+        assert [str(r.assignment.host_nodes) for r in entry.results] == ["1"]
+        assert allowed_list(fake.pid, vcpu_tids(fake.pid)[0]) == "1"
+    finally:
+        fake.close()

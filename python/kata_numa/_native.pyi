@@ -137,6 +137,7 @@ class GuestLayout:
     name: str | None
     debug_threads: bool
     accel: str | None
+    machine_memdev: str | None
     smp: Smp
     memory_mib: int
     backends: list[MemoryBackend]

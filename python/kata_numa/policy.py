@@ -185,6 +185,14 @@ def _alone(task: ThreadMask) -> int | None:
     return task.cpus_allowed.first() if len(task.cpus_allowed) == 1 else None
 
 
+def memory_host_nodes(layout: GuestLayout) -> CpuSet | None:
+    """Host nodes a flat VM's memory is bound to (`-machine memory-backend=` with `host-nodes`)."""
+    for backend in layout.backends:
+        if backend.id == layout.machine_memdev and backend.host_nodes:
+            return backend.host_nodes
+    return None
+
+
 def choose_flat_node(
     topology: HostTopology,
     allowed: CpuSet,
@@ -196,7 +204,7 @@ def choose_flat_node(
     """Host node(s) for a VM without guest NUMA nodes, with the reason.
 
     A node has room for the CPUs free in the ledger plus those the VM's own vCPUs hold there.
-    In order: the node its held CPUs are all on, if it has room for every vCPU; the node of its
+    In order: the nodes its memory is bound to; the node its held CPUs are all on, if it has room for every vCPU; the node of its
     VFIO devices, if it has room; the node with the most room, if enough; else every node with
     an allowed CPU.
     """
@@ -209,6 +217,9 @@ def choose_flat_node(
     }
     if not room:
         return CpuSet(), "no host node has an allowed CPU"
+    bound = memory_host_nodes(sandbox.layout)
+    if bound and (nodes := CpuSet(n for n in room if n in bound)):
+        return nodes, f"flat VM whose memory is bound to host nodes {bound}: its vCPUs follow"
     for node in topology.nodes:
         if own and own.issubset(node.cpus) and room.get(node.id, 0) >= count:
             return CpuSet([node.id]), f"flat VM already on host node {node.id}: kept there"

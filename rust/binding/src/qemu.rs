@@ -44,6 +44,7 @@ pub struct GuestLayout {
     name: Option<String>,
     debug_threads: bool,
     accel: Option<String>,
+    machine_memdev: Option<String>,
     smp: Smp,
     memory_mib: u64,
     backends: Vec<MemoryBackend>,
@@ -75,6 +76,7 @@ impl From<qemu::GuestLayout> for GuestLayout {
             name: l.name,
             debug_threads: l.debug_threads,
             accel: l.accel,
+            machine_memdev: l.machine_memdev,
             smp: Smp {
                 cpus: s.cpus,
                 maxcpus: s.maxcpus,

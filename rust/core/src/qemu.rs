@@ -46,6 +46,8 @@ pub struct GuestLayout {
     pub name: Option<String>,
     pub debug_threads: bool,
     pub accel: Option<String>,
+    /// `-machine memory-backend=ID`: the backend of a VM's whole memory when it has no `-numa`.
+    pub machine_memdev: Option<String>,
     pub smp: Smp,
     /// `-m`, MiB.
     pub memory_mib: u64,
@@ -313,8 +315,12 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
             }
             "-accel" => layout.accel = Opts::parse(value, "accel").get("accel").map(str::to_string),
             _ => {
-                if let Some(accel) = Opts::parse(value, "type").get("accel") {
+                let opts = Opts::parse(value, "type");
+                if let Some(accel) = opts.get("accel") {
                     layout.accel = Some(accel.to_string());
+                }
+                if let Some(memdev) = opts.get("memory-backend") {
+                    layout.machine_memdev = Some(memdev.to_string());
                 }
             }
         }
@@ -449,6 +455,19 @@ mod tests {
         assert_eq!(layout.nodes[1].cpus.to_list(), "2-3");
         assert_eq!(layout.distances, vec![(0, 1, 21)]);
         assert_eq!(layout.vfio_devices, vec!["0000:3b:00.0".to_string()]);
+        assert_eq!(layout.machine_memdev, None);
+    }
+
+    #[test]
+    fn flat_vm_memory_backend() {
+        let layout = parse_qemu_args(&argv(
+            "qemu -machine q35,accel=kvm,memory-backend=numa-mem0 -m 2G \
+             -object memory-backend-ram,id=numa-mem0,size=2G,host-nodes=1,policy=bind",
+        ))
+        .unwrap();
+        assert_eq!(layout.machine_memdev.as_deref(), Some("numa-mem0"));
+        assert_eq!(layout.accel.as_deref(), Some("kvm"));
+        assert!(layout.nodes.is_empty());
     }
 
     #[test]
