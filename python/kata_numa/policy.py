@@ -204,9 +204,9 @@ def choose_flat_node(
     """Host node(s) for a VM without guest NUMA nodes, with the reason.
 
     A node has room for the CPUs free in the ledger plus those the VM's own vCPUs hold there.
-    In order: the nodes its memory is bound to; the node its held CPUs are all on, if it has room for every vCPU; the node of its
-    VFIO devices, if it has room; the node with the most room, if enough; else every node with
-    an allowed CPU.
+    In order: the nodes its memory is bound to (`-machine memory-backend=`); the node its held
+    CPUs are all on, if it has room for every vCPU; the node of its VFIO devices, if it has
+    room; the node with the most room, if enough; else every node with an allowed CPU.
     """
     count = max(sandbox.layout.smp.cpus, len(list(vcpus)))
     own = ledger.dedicated() - ledger.dedicated_to_others(sandbox.sandbox_id)
