@@ -1,8 +1,9 @@
 """A stand-in for a QEMU process whose threads the test controls.
 
 Started with argv[0] = `qemu-system-x86_64` and QEMU-style options after the script path. It
-names one thread per vCPU `CPU <n>/KVM` (as QEMU does with debug-threads=on), prints `ready`, and
-then obeys lines on stdin: `stop N` ends vCPU thread N, `quit` ends the process.
+starts one thread per vCPU, named `CPU <n>/KVM` when `-name` says debug-threads=on (as QEMU
+does), prints `ready`, and then obeys lines on stdin: `stop N` ends vCPU thread N, `quit` ends
+the process.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ def main() -> None:
     stops = [threading.Event() for _ in range(vcpu_count(sys.argv))]
     named = threading.Barrier(len(stops) + 1)
 
+    # QEMU names its vCPU threads only with -name ...,debug-threads=on.
+    debug_threads = any("debug-threads=on" in arg for arg in sys.argv)
+
     def vcpu(index: int) -> None:
-        tid = threading.get_native_id()
-        with open(f"/proc/self/task/{tid}/comm", "w") as comm:
-            comm.write(f"CPU {index}/KVM")
+        if debug_threads:
+            tid = threading.get_native_id()
+            with open(f"/proc/self/task/{tid}/comm", "w") as comm:
+                comm.write(f"CPU {index}/KVM")
         named.wait()
         stops[index].wait()
 

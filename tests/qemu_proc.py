@@ -20,10 +20,13 @@ FAKE = Path(__file__).parent / "fake_qemu.py"
 class FakeQemu:
     """A Python stand-in for QEMU (`fake_qemu.py`) whose vCPU threads the test can end."""
 
-    def __init__(self, name: str, vcpus: int, args: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, name: str, vcpus: int, args: Sequence[str] | None = None, debug_threads: bool = True
+    ) -> None:
         """`args` replaces the default `-smp <vcpus> -m 64`; its `-smp` must say `vcpus`."""
         shape = ["-smp", str(vcpus), "-m", "64"] if args is None else list(args)
-        argv = ["qemu-system-x86_64", str(FAKE), "-name", f"{name},debug-threads=on", *shape]
+        flag = ",debug-threads=on" if debug_threads else ""
+        argv = ["qemu-system-x86_64", str(FAKE), "-name", f"{name}{flag}", *shape]
         self.process = subprocess.Popen(
             argv,
             executable=sys.executable,

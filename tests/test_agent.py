@@ -182,7 +182,7 @@ def test_flat_vm_follows_its_planned_memory_binding(tmp_path: Path) -> None:
         report = run_pass(AgentOptions(sysfs_root=host, backoff=(), only=(name,)))
 
         (entry,) = report.sandboxes
-        assert [str(r.assignment.host_nodes) for r in entry.results] == ["1"]
+        assert [str(r.assignment.host_nodes) for r in entry.vcpu_results] == ["1"]
         assert allowed_list(fake.pid, vcpu_tids(fake.pid)[0]) == "1"
     finally:
         fake.close()

@@ -355,3 +355,36 @@ def test_second_pass_changes_nothing(two_nodes: HostTopology, inputs: list[Place
     second = plan_placement(two_nodes, after_first)
 
     assert kernel_masks(applied(after_first, second)) == kernel_masks(after_first)
+
+
+# Regressions from a tester's findings: each value below is the right one.
+
+
+@pytest.fixture
+def cpu_per_node(tmp_path: Path) -> HostTopology:
+    """Node 0 is CPU 0, node 1 is CPU 1 (the bundled example host)."""
+    return read_topology(make_host(tmp_path, {0: NodeSpec("0"), 1: NodeSpec("1")}))
+
+
+def test_two_flat_vms_go_to_different_nodes(cpu_per_node: HostTopology) -> None:
+    inputs = [sandbox("a", flat(1), "0-1"), sandbox("b", flat(1), "0-1", start=1)]
+
+    masks = vcpu_masks(plan_placement(cpu_per_node, inputs))
+
+    assert sorted(masks.values()) == [["0"], ["1"]]
+
+
+def test_vcpu_with_a_missing_host_node_does_not_take_a_cpu_another_vcpu_needs(
+    cpu_per_node: HostTopology,
+) -> None:
+    args = [
+        "-smp", "2,sockets=2", "-m", "256",
+        "-object", "memory-backend-ram,id=m0,size=128M,host-nodes=5,policy=bind",
+        "-object", "memory-backend-ram,id=m1,size=128M,host-nodes=0,policy=bind",
+        "-numa", "node,nodeid=0,cpus=0,memdev=m0",
+        "-numa", "node,nodeid=1,cpus=1,memdev=m1",
+    ]  # fmt: skip
+    (placement,) = plan_placement(cpu_per_node, [sandbox("gap", args, "0-1")])
+
+    assert [a.cpus.to_list() for a in placement.vcpu_assignments] == ["1", "0"]
+    assert any("host node 5" in w and "not a node of this host" in w for w in placement.warnings)

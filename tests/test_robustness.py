@@ -73,13 +73,28 @@ def test_any_qemu_command_line_parses_or_says_why(argv: list[str]) -> None:
 
 
 def test_overflowing_smp_is_an_error_not_a_crash() -> None:
-    for smp in ["4,sockets=65536,cores=65536", "sockets=1048576,cores=1048576,threads=1048576"]:
+    for smp in [
+        "4,sockets=65536,cores=65536",
+        "sockets=1048576,cores=1048576,threads=1048576",
+        "1,sockets=2,cores=2000000",
+    ]:
         try:
             parse_qemu_args(["qemu", "-smp", smp])
         except QemuArgsError as exc:
             assert "vCPUs" in str(exc)
         else:
             raise AssertionError(f"-smp {smp} accepted")
+
+
+def test_numa_cpu_ids_beyond_smp_are_refused() -> None:
+    argv = ["qemu", "-smp", "2,sockets=2", "-numa", "node,nodeid=0"]
+    for bad in ["socket-id=4000000000", "socket-id=2", "core-id=1"]:
+        try:
+            parse_qemu_args([*argv, "-numa", f"cpu,node-id=0,{bad}"])
+        except QemuArgsError as exc:
+            assert bad.split("=")[0] in str(exc)
+        else:
+            raise AssertionError(f"-numa cpu,{bad} accepted")
 
 
 @settings(max_examples=400)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 from kata_numa._native import parse_qemu_args
 from kata_numa.errors import QemuArgsError
-from kata_numa.sandbox import is_qemu, sandbox_id_of
+from kata_numa.sandbox import Skipped, classify, is_qemu, sandbox_id_of
 
 # Command lines in the shape the Kata runtimes write them (ids shortened).
 KATA_GO = (
@@ -43,6 +44,8 @@ KATA_NUMA = (
         pytest.param(["qemu", "-name", "vm-sandbox-abc"], None, id="not-a-prefix"),
         pytest.param(["qemu", "-uuid", "sandbox-abc"], None, id="other-option"),
         pytest.param(["qemu", "-name"], None, id="missing-value"),
+        pytest.param(["qemu", "-name", "sandbox-a", "-name", "plain-vm"], None, id="last-wins"),
+        pytest.param(["qemu", "-name", "vm", "-name", "sandbox-b"], "b", id="last-is-sandbox"),
     ],
 )
 def test_sandbox_id(argv: list[str], expected: str | None) -> None:
@@ -142,3 +145,30 @@ def test_sandboxes_command_lists_nothing_from_an_empty_proc(tmp_path: object) ->
         check=True,
     )
     assert json.loads(result.stdout) == {"sandboxes": [], "skipped": []}
+
+
+@pytest.mark.parametrize(
+    "sandbox_id",
+    [
+        pytest.param("bcinj\nERROR kata_numa.agent: sandbox other: forged", id="newline"),
+        pytest.param("a b", id="space"),
+        pytest.param("-leading-dash", id="leading-dash"),
+        pytest.param("x" * 129, id="too-long"),
+        pytest.param("../../etc", id="path"),
+    ],
+)
+def test_sandbox_ids_kata_never_writes_are_not_managed(sandbox_id: str) -> None:
+    process = FakeProcess(["qemu-system-x86_64", "-name", f"sandbox-{sandbox_id}"])
+
+    found = classify(process)  # type: ignore[arg-type]
+
+    assert isinstance(found, Skipped)
+    assert "\n" not in found.reason and "never uses" in found.reason
+
+
+@dataclass(frozen=True)
+class FakeProcess:
+    argv: list[str]
+    pid: int = 4242
+    start_time: int = 1
+    comm: str = "qemu-system-x86"

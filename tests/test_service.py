@@ -102,3 +102,27 @@ def test_a_sandbox_that_ends_between_passes_is_not_an_error(
         assert not [line for line in agent.seen if line.startswith(("ERROR", "Traceback"))]
     finally:
         agent.stop()
+
+
+def test_broken_sysfs_keeps_the_last_good_topology(tmp_path: Path) -> None:
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-1")})
+    first, late = (f"{what}-{uuid.uuid4().hex[:8]}" for what in ("first", "late"))
+    sandboxes = [FakeQemu(f"sandbox-{first}", vcpus=1)]
+    agent = Agent(
+        "--sysfs-root", str(host), "--sandbox", first, "--sandbox", late, "--interval", "3600"
+    )
+    try:
+        agent.wait_for(f"sandbox {first} placed")
+        (host / "sys/devices/system/node/node0/cpulist").write_text("0-1x\n")
+        sandboxes.append(FakeQemu(f"sandbox-{late}", vcpus=1))
+
+        agent.process.send_signal(signal.SIGHUP)
+
+        warning = agent.wait_for("keeping the last good one")
+        assert "node0/cpulist" in warning
+        agent.wait_for(f"sandbox {late} placed")  # on the CPU the first one leaves free
+        assert agent.process.poll() is None
+    finally:
+        agent.stop()
+        for fake in sandboxes:
+            fake.close()

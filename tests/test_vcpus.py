@@ -79,6 +79,18 @@ def test_thread_names(tmp_path: Path) -> None:
     assert sorted(task.tid for task in found.others) == [PID, 4003]
 
 
+def test_a_thread_named_beyond_maxcpus_is_no_vcpu(tmp_path: Path) -> None:
+    threads = [Thread(PID), Thread(4001, "CPU 0/KVM"), Thread(4005, "CPU 5/KVM")]
+    argv = qemu_argv("-smp", "2")
+    argv[2] = "sandbox-abc,debug-threads=on"
+    make_process(tmp_path, Proc(PID, argv, threads))
+
+    found = read_vcpu_threads(tmp_path, sandbox_of(tmp_path), backoff=())
+
+    assert {index: task.tid for index, task in found.by_index.items()} == {0: 4001}
+    assert any("CPU 5/KVM" in note and "not a vCPU" in note for note in found.notes)
+
+
 def test_kvm_descriptors_turn_apic_ids_into_vcpu_indexes(tmp_path: Path) -> None:
     expected = kvm_sandbox(tmp_path)
 

@@ -32,7 +32,7 @@ from kata_numa.policy import (
     SandboxPlacement,
     plan_placement,
 )
-from kata_numa.sandbox import Sandbox, Skipped, find_sandboxes
+from kata_numa.sandbox import Sandbox, Skipped, find_sandboxes, still_running
 from kata_numa.topology import read_topology
 from kata_numa.vcpus import BACKOFF, HOW_TO_ENABLE, VcpuThreads, qmp_socket_for, read_vcpu_threads
 
@@ -104,7 +104,9 @@ class PassReport:
 
     @property
     def failures(self) -> int:
-        return sum(r.outcome is Outcome.FAILED for s in self.sandboxes for r in s.results)
+        """vCPU threads not pinned, plus sandboxes none of whose vCPUs could be placed."""
+        failed = sum(r.outcome is Outcome.FAILED for s in self.sandboxes for r in s.results)
+        return failed + sum(not s.vcpu_results for s in self.sandboxes)
 
 
 def read_states(
@@ -145,9 +147,11 @@ def plan_states(
     return planned
 
 
-def run_pass(options: AgentOptions) -> PassReport:
-    """Scan, plan and pin once. Never raises for a vanished process or thread."""
-    topology = read_topology(options.sysfs_root)
+def run_pass(options: AgentOptions, topology: HostTopology | None = None) -> PassReport:
+    """Scan, plan and pin once (on `topology`, else the one read now). Never raises for a
+    vanished process or thread."""
+    if topology is None:
+        topology = read_topology(options.sysfs_root)
     sandboxes, skipped = find_sandboxes(options.proc_root, options.qemu_paths)
     states, gone = read_states(options, topology, sandboxes)
     dry_run = options.dry_run or not is_live_proc(options.proc_root)
@@ -159,8 +163,13 @@ def run_pass(options: AgentOptions) -> PassReport:
         if options.only and placement.sandbox.sandbox_id not in options.only:
             continue
         entry = SandboxReport(placement, state, devices=checks)
+        # The pid must still be the sandbox read at the start of the pass (pid reuse guard).
+        alive = still_running(options.proc_root, placement.sandbox)
         for assignment in placement.assignments:
-            entry.results.append(apply_assignment(options.proc_root, assignment, dry_run))
+            if alive:
+                entry.results.append(apply_assignment(options.proc_root, assignment, dry_run))
+            else:
+                entry.results.append(PinResult(assignment, Outcome.GONE))
         report.sandboxes.append(entry)
     return report
 

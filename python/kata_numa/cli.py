@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +28,39 @@ from kata_numa.verify import verify
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
+def _sysfs_root(text: str) -> Path:
+    """`--sysfs-root`: a folder holding `sys/devices/system` (the host's `/` or a capture)."""
+    path = Path(text)
+    if not (path / "sys/devices/system").is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} holds no sys/devices/system: not a sysfs tree")
+    return path
+
+
+def _proc_root(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return path
+
+
+#: Shortest resync period: a full pass reads every process's files, so never spin.
+MIN_INTERVAL = 0.1
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least {MIN_INTERVAL} seconds")
+    return value
+
+
 def _roots(parser: argparse.ArgumentParser, proc: bool = True) -> None:
     parser.add_argument(
         "--sysfs-root",
-        type=Path,
+        type=_sysfs_root,
         default=Path("/"),
         metavar="DIR",
         help="folder holding sys/ (a capture of another host); default /",
@@ -38,7 +68,7 @@ def _roots(parser: argparse.ArgumentParser, proc: bool = True) -> None:
     if proc:
         parser.add_argument(
             "--proc-root",
-            type=Path,
+            type=_proc_root,
             default=Path("/proc"),
             metavar="DIR",
             help="procfs to scan; pinning happens only on the live /proc",
@@ -68,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one pass, then exit (1 if a pin failed)")
     run.add_argument(
         "--interval",
-        type=float,
+        type=_interval,
         default=10.0,
         metavar="SECONDS",
         help="full resync period (default 10)",
@@ -293,8 +323,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FINDINGS if report.failures else EXIT_OK
-    if args.interval <= 0:
-        raise KataNumaError(f"--interval must be positive, got {args.interval}")
     return asyncio.run(Service(options, args.interval).serve())
 
 

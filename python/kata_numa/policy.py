@@ -405,9 +405,11 @@ def _wants(
         cpus = node_cpus(topology, host_nodes) & allowed
         if not cpus:
             if guest not in warned:
+                unknown = host_nodes - CpuSet(node.id for node in topology.nodes)
+                why = f" (host node {unknown} is not a node of this host)" if unknown else ""
                 placement.warnings.append(
-                    f"{NO_INTERSECTION}: guest node {guest} → host nodes {host_nodes or '?'}, "
-                    f"allowed CPUs {allowed}; using the allowed CPUs"
+                    f"{NO_INTERSECTION}: guest node {guest} → host nodes {host_nodes or '?'}"
+                    f"{why}, allowed CPUs {allowed}; using the allowed CPUs"
                 )
                 warned.add(guest)
             cpus = allowed

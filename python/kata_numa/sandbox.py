@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,19 +59,30 @@ def is_qemu(argv: Sequence[str], qemu_paths: Iterable[str] = ()) -> bool:
     return os.path.basename(binary).startswith("qemu-system-") or binary in set(qemu_paths)
 
 
-def sandbox_id_of(argv: Sequence[str]) -> str | None:
-    """The `<id>` of `-name sandbox-<id>` (or `-name guest=sandbox-<id>,...`), else None."""
+def guest_name(argv: Sequence[str]) -> str | None:
+    """The guest name of the last `-name` option (QEMU uses the last one), else None."""
+    name = None
     for option, value in itertools.pairwise(argv):
         if option not in ("-name", "--name"):
             continue
-        first = value.split(",", 1)[0]
-        guest = first.removeprefix("guest=")
+        name = value.split(",", 1)[0].removeprefix("guest=")
         for part in value.split(","):
             if part.startswith("guest="):
-                guest = part.removeprefix("guest=")
-        if guest.startswith(SANDBOX_PREFIX) and len(guest) > len(SANDBOX_PREFIX):
-            return guest.removeprefix(SANDBOX_PREFIX)
+                name = part.removeprefix("guest=")
+    return name
+
+
+def sandbox_id_of(argv: Sequence[str]) -> str | None:
+    """The `<id>` of `-name sandbox-<id>` (or `-name guest=sandbox-<id>,...`), else None."""
+    name = guest_name(argv)
+    if name is not None and name.startswith(SANDBOX_PREFIX) and len(name) > len(SANDBOX_PREFIX):
+        return name.removeprefix(SANDBOX_PREFIX)
     return None
+
+
+#: What Kata puts in a sandbox id (container ids: hex; pod sandboxes: letters, digits, `-`).
+#: Anything else (a newline, say) is refused, so that ids are safe in logs and file names.
+SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def classify(process: Process, qemu_paths: Iterable[str] = ()) -> Sandbox | Skipped | None:
@@ -80,6 +92,9 @@ def classify(process: Process, qemu_paths: Iterable[str] = ()) -> Sandbox | Skip
     sandbox_id = sandbox_id_of(process.argv)
     if sandbox_id is None:
         return Skipped(process.pid, "QEMU without -name sandbox-<id>: not a Kata sandbox")
+    if not SANDBOX_ID.fullmatch(sandbox_id):
+        reason = f"sandbox id {sandbox_id[:64]!r} holds characters Kata never uses: not managed"
+        return Skipped(process.pid, reason)
     try:
         layout = parse_qemu_args(process.argv)
     except QemuArgsError as exc:

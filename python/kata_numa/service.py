@@ -12,7 +12,10 @@ import contextlib
 import logging
 import signal
 
+from kata_numa._native import HostTopology
 from kata_numa.agent import AgentOptions, PassReport, log_report, run_pass
+from kata_numa.errors import KataNumaError
+from kata_numa.topology import read_topology
 
 log = logging.getLogger("kata_numa.service")
 
@@ -25,14 +28,26 @@ class Service:
         self.wake = asyncio.Event()
         self.passes = 0
         self.last_report: PassReport | None = None
+        self.topology: HostTopology | None = None
 
     async def run_once(self) -> PassReport:
         loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(None, run_pass, self.options)
+        topology = await loop.run_in_executor(None, self._topology)
+        report = await loop.run_in_executor(None, run_pass, self.options, topology)
         log_report(report, quiet_unchanged=self.passes > 0, previous=self.last_report)
         self.passes += 1
         self.last_report = report
         return report
+
+    def _topology(self) -> HostTopology:
+        """The host's topology now, or the last good one while sysfs cannot be read."""
+        try:
+            self.topology = read_topology(self.options.sysfs_root)
+        except KataNumaError as exc:
+            if self.topology is None:
+                raise
+            log.warning("host topology unreadable, keeping the last good one: %s", exc)
+        return self.topology
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()

@@ -121,7 +121,17 @@ impl From<qemu::GuestLayout> for GuestLayout {
 /// The guest layout of a QEMU command line (argv with the binary first).
 #[pyfunction]
 fn parse_qemu_args(argv: Vec<String>) -> PyResult<GuestLayout> {
-    qemu::parse_qemu_args(&argv).py_err().map(GuestLayout::from)
+    // Any process on the node can put any text in its arguments, and the agent reads them
+    // all: a parser bug must skip that one process, not end the agent (a panic would reach
+    // Python as a BaseException that no `except Exception` stops).
+    let parsed = std::panic::catch_unwind(|| qemu::parse_qemu_args(&argv)).unwrap_or_else(|_| {
+        Err(kata_numa_core::Error::QemuArgs {
+            arg: argv.join(" "),
+            reason: "the parser failed on this command line (a kata-numa bug: please report it)"
+                .to_string(),
+        })
+    });
+    parsed.py_err().map(GuestLayout::from)
 }
 
 /// A QEMU size (`4G`, `2048M`, `512`) in bytes; a bare number is `default_unit` bytes.

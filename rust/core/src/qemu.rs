@@ -161,7 +161,9 @@ fn size_mib(arg: &str, value: &str, default_unit: u64) -> Result<u64> {
 }
 
 /// Most vCPUs a `-smp` may describe; larger values are refused rather than computed with.
-const MAX_VCPUS: u64 = 1 << 20;
+/// QEMU's machine types allow a few thousand at most, so a command line beyond this is not
+/// a guest QEMU runs, and refusing it keeps a hostile one from costing memory here.
+pub const MAX_VCPUS: u64 = 1 << 14;
 
 fn parse_smp(arg: &str) -> Result<Smp> {
     let opts = Opts::parse(arg, "cpus");
@@ -179,7 +181,7 @@ fn parse_smp(arg: &str) -> Result<Smp> {
         (get("sockets")?, get("dies")?.max(1), get("clusters")?.max(1));
     let (mut cores, threads) = (get("cores")?, get("threads")?.max(1));
     // QEMU's rules (hw/core/machine-smp.c, machines of 6.2 and later prefer cores). Every
-    // factor is at most MAX_VCPUS (2^20), so products of up to three stay far from u64's limit.
+    // factor is at most MAX_VCPUS (2^14), so products of up to three stay far from u64's limit.
     if cpus == 0 && maxcpus == 0 {
         sockets = sockets.max(1);
         cores = cores.max(1);
@@ -433,6 +435,9 @@ mod tests {
         // Products that overflow 32 bits must be refused, not wrapped (once a panic).
         assert!(parse_smp("4,sockets=65536,cores=65536").is_err());
         assert!(parse_smp("sockets=1048576,cores=1048576,threads=1048576").is_err());
+        assert!(parse_smp("1,sockets=2,cores=2000000").is_err());
+        assert_eq!(parse_smp("16384").unwrap().maxcpus, 16384);
+        assert!(parse_smp("16385").is_err());
         assert!(parse_smp("4294967295").is_err());
     }
 

@@ -416,7 +416,13 @@ pub fn read_pci_device(path: &Path, bdf: String) -> Result<PciDevice> {
     let numa_node = read_int_optional(&path.join("numa_node"))?;
     let iommu_group = link_name(&path.join("iommu_group"))?.and_then(|g| g.parse().ok());
     Ok(PciDevice {
-        numa_node: numa_node.filter(|&n| n >= 0).map(|n| n as u32),
+        numa_node: match numa_node {
+            None | Some(-1) => None,
+            Some(n) => Some(u32::try_from(n).map_err(|_| {
+                let file = path.join("numa_node");
+                Error::parse(file, format!("NUMA node {n} is neither -1 nor a node number"))
+            })?),
+        },
         class: hex("class")?,
         vendor: hex("vendor")?,
         device: hex("device")?,
@@ -670,5 +676,18 @@ mod tests {
             [("0000:00:00.0", None), ("0000:40:00.0", Some(0)), ("0000:41:00.0", None)]
         );
         assert!(devices.iter().all(PciDevice::is_gpu));
+    }
+
+    #[test]
+    fn pci_numa_node_out_of_range_is_an_error_not_node_0() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        cpu_folders(root, 1);
+        node(root, 0, "0", 1024, "10");
+        for bad in [&b"4294967296\n"[..], b"-2\n"] {
+            write(root, "sys/bus/pci/devices/0000:00:01.0/numa_node", bad);
+            let err = read_host_topology(root).unwrap_err().to_string();
+            assert!(err.contains("0000:00:01.0/numa_node"), "{err}");
+        }
     }
 }

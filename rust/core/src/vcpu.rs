@@ -192,8 +192,17 @@ pub fn scan_vcpus(proc_root: &Path, pid: i32, smp: &Smp, arch: GuestArch) -> Res
     let tasks = procfs::read_tasks(proc_root, pid)?;
     let mut scan = VcpuScan { tasks, ..VcpuScan::default() };
     for task in &scan.tasks {
-        if let Some(index) = procfs::vcpu_index_from_name(&task.name) {
-            scan.vcpus.entry(index).or_insert(task.tid);
+        match procfs::vcpu_index_from_name(&task.name) {
+            Some(index) if index < smp.maxcpus => {
+                scan.vcpus.entry(index).or_insert(task.tid);
+            }
+            Some(_) => scan.notes.push(format!(
+                "thread {} is named {:?}, but -smp allows vCPUs 0-{} only: not a vCPU",
+                task.tid,
+                task.name,
+                smp.maxcpus.saturating_sub(1)
+            )),
+            None => {}
         }
     }
     if !scan.vcpus.is_empty() {
