@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -11,11 +9,7 @@ import pytest
 
 from hostgen import NodeSpec, make_host
 from qemu_proc import FakeQemu
-
-
-def kata_numa(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "kata_numa", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+from qemu_vm import run_cli
 
 
 @pytest.mark.parametrize(
@@ -32,7 +26,7 @@ def kata_numa(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_bad_options_exit_2_naming_them(args: list[str], message: str) -> None:
-    result = kata_numa(*args)
+    result = run_cli(*args)
 
     assert result.returncode == 2
     assert message in result.stderr
@@ -44,7 +38,7 @@ def test_run_once_fails_when_no_vcpu_of_a_sandbox_can_be_identified(tmp_path: Pa
     name = f"nameless-{uuid.uuid4().hex[:8]}"
     fake = FakeQemu(f"sandbox-{name}", vcpus=2, debug_threads=False)
     try:
-        result = kata_numa("run", "--once", "--sysfs-root", str(host), "--sandbox", name)
+        result = run_cli("run", "--once", "--sysfs-root", str(host), "--sandbox", name)
     finally:
         fake.close()
 

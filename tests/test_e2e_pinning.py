@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from hostgen import NodeSpec, make_host
 from qemu_proc import allowed_list, needs_qemu, running_qemu, two_node_args, vcpu_tids
+from qemu_vm import run_cli
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
@@ -27,8 +27,7 @@ def two_node_host(tmp_path: Path) -> Path:
 
 
 def run_agent(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "kata_numa", "run", "--once", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    return run_cli("run", "--once", *args)
 
 
 @needs_two_cpus
