@@ -46,6 +46,8 @@ class Proc:
     fds: dict[int, str] = field(default_factory=dict)
     cgroup: str = "0::/\n"
     start_time: int = 1000
+    #: Target of the `exe` link: what the process really runs.
+    exe: str = "/usr/bin/qemu-system-x86_64"
 
 
 def _write(path: Path, text: str) -> None:
@@ -88,6 +90,9 @@ def make_process(proc_root: Path, proc: Proc) -> Path:
     _write(folder / "cmdline", "".join(arg + "\0" for arg in proc.argv))
     _write(folder / "cgroup", proc.cgroup)
     (folder / "fd").mkdir(parents=True, exist_ok=True)
+    if (folder / "exe").is_symlink():
+        (folder / "exe").unlink()
+    (folder / "exe").symlink_to(proc.exe)
     for fd, target in proc.fds.items():
         link = folder / "fd" / str(fd)
         if link.is_symlink():

@@ -15,6 +15,9 @@ import pytest
 
 QEMU = shutil.which("qemu-system-x86_64")
 FAKE = Path(__file__).parent / "fake_qemu.py"
+#: What a FakeQemu really runs (its /proc/<pid>/exe): the agent must be told it is a QEMU
+#: (`--qemu-path`), as an operator tells it of Kata's QEMU binary.
+FAKE_EXE = os.path.realpath(sys.executable)
 
 
 class FakeQemu:

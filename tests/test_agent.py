@@ -17,11 +17,16 @@ from kata_numa import CpuSet
 from kata_numa.agent import AgentOptions, run_pass
 from kata_numa.pinning import Outcome, PinResult, apply_assignment
 from kata_numa.policy import Assignment
-from qemu_proc import FakeQemu, allowed_list, vcpu_tids
+from qemu_proc import FAKE_EXE, FakeQemu, allowed_list, vcpu_tids
 
 FAKE_ID = f"fake-{uuid.uuid4().hex[:8]}"
 #: Tests pass this to the agent so that sandboxes of other test runs on the machine are left alone.
 ONLY = (FAKE_ID,)
+
+
+def fake_options(host: Path, only: tuple[str, ...] = ONLY) -> AgentOptions:
+    """Options for a pass over the FakeQemu sandbox(es) `only` on the fixture `host`."""
+    return AgentOptions(sysfs_root=host, backoff=(), only=only, qemu_paths=(FAKE_EXE,))
 
 
 @pytest.fixture
@@ -56,7 +61,7 @@ def test_vanished_vcpu_thread_does_not_stop_the_others(
 
     monkeypatch.setattr(agent, "apply_assignment", apply_after_thread_2_ended)
 
-    report = run_pass(AgentOptions(sysfs_root=one_node_host, backoff=(), only=ONLY))
+    report = run_pass(fake_options(one_node_host))
 
     (entry,) = report.sandboxes
     outcomes = {r.assignment.vcpu_index: r.outcome for r in entry.results}
@@ -128,7 +133,7 @@ def test_processes_that_are_not_sandboxes_are_never_pinned(one_node_host: Path) 
     plain = FakeQemu("some-vm", vcpus=2)
     try:
         before = {tid: allowed_list(plain.pid, tid) for tid in vcpu_tids(plain.pid).values()}
-        report = run_pass(AgentOptions(sysfs_root=one_node_host, backoff=(), only=ONLY))
+        report = run_pass(fake_options(one_node_host))
         assert all(entry.sandbox.pid != plain.pid for entry in report.sandboxes)
         assert any(s.pid == plain.pid for s in report.skipped)
         assert {
@@ -179,10 +184,30 @@ def test_flat_vm_follows_its_planned_memory_binding(tmp_path: Path) -> None:
     name = f"flat-{uuid.uuid4().hex[:8]}"
     fake = FakeQemu(f"sandbox-{name}", vcpus=1, args=args)
     try:
-        report = run_pass(AgentOptions(sysfs_root=host, backoff=(), only=(name,)))
+        report = run_pass(fake_options(host, only=(name,)))
 
         (entry,) = report.sandboxes
         assert [str(r.assignment.host_nodes) for r in entry.vcpu_results] == ["1"]
         assert allowed_list(fake.pid, vcpu_tids(fake.pid)[0]) == "1"
     finally:
         fake.close()
+
+
+def test_a_process_calling_itself_qemu_is_never_pinned(one_node_host: Path) -> None:
+    """A Python process started as `qemu-system-x86_64 ... -name sandbox-X` (what any local
+    user can do) is no sandbox unless the operator names its binary as a QEMU."""
+    name = f"impostor-{uuid.uuid4().hex[:8]}"
+    impostor = FakeQemu(f"sandbox-{name}", vcpus=1)
+    try:
+        tid = vcpu_tids(impostor.pid)[0]
+        before = allowed_list(impostor.pid, tid)
+        options = AgentOptions(sysfs_root=one_node_host, backoff=(), only=(name,))
+
+        report = run_pass(options)
+
+        assert report.sandboxes == []
+        (skipped,) = [s for s in report.skipped if s.pid == impostor.pid]
+        assert "calls itself QEMU but runs" in skipped.reason
+        assert allowed_list(impostor.pid, tid) == before
+    finally:
+        impostor.close()

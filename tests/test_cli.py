@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hostgen import NodeSpec, make_host
-from qemu_proc import FakeQemu
+from qemu_proc import FAKE_EXE, FakeQemu
 from qemu_vm import run_cli
 
 
@@ -38,7 +38,9 @@ def test_run_once_fails_when_no_vcpu_of_a_sandbox_can_be_identified(tmp_path: Pa
     name = f"nameless-{uuid.uuid4().hex[:8]}"
     fake = FakeQemu(f"sandbox-{name}", vcpus=2, debug_threads=False)
     try:
-        result = run_cli("run", "--once", "--sysfs-root", str(host), "--sandbox", name)
+        result = run_cli(
+            "run", "--once", "--sysfs-root", str(host), "--sandbox", name, "--qemu-path", FAKE_EXE
+        )
     finally:
         fake.close()
 

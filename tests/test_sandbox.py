@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from kata_numa._native import parse_qemu_args
+from kata_numa._native import parse_qemu_args, read_process
 from kata_numa.errors import QemuArgsError
 from kata_numa.sandbox import Skipped, classify, is_qemu, sandbox_id_of
+from procgen import Proc, make_process
 
 # Command lines in the shape the Kata runtimes write them (ids shortened).
 KATA_GO = (
@@ -60,10 +62,11 @@ def test_sandbox_id(argv: list[str], expected: str | None) -> None:
         pytest.param("/opt/kata/bin/qemu-kata", ("/opt/kata/bin/qemu-kata",), True, id="config"),
         pytest.param("/opt/kata/bin/qemu-kata", (), False, id="unknown-binary"),
         pytest.param("/usr/bin/python3", (), False, id="python"),
+        pytest.param("/usr/libexec/qemu-kvm", (), True, id="rhel"),
     ],
 )
 def test_is_qemu(argv0: str, paths: tuple[str, ...], expected: bool) -> None:
-    assert is_qemu([argv0, "-name", "sandbox-a"], paths) is expected
+    assert is_qemu(argv0, paths) is expected
 
 
 def test_kata_default_command_line() -> None:
@@ -137,7 +140,7 @@ def test_vcpus_outside_every_node_go_to_the_first() -> None:
     assert any("no -numa node" in note for note in layout.notes)
 
 
-def test_sandboxes_command_lists_nothing_from_an_empty_proc(tmp_path: object) -> None:
+def test_sandboxes_command_lists_nothing_from_an_empty_proc(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "kata_numa", "sandboxes", "--json", "--proc-root", str(tmp_path)],
         capture_output=True,
@@ -172,3 +175,36 @@ class FakeProcess:
     pid: int = 4242
     start_time: int = 1
     comm: str = "qemu-system-x86"
+    exe: str | None = "/usr/bin/qemu-system-x86_64"
+
+
+@pytest.mark.parametrize(
+    ("exe", "reason"),
+    [
+        pytest.param("/usr/bin/python3.11", "runs /usr/bin/python3.11", id="renamed-argv0"),
+        pytest.param(None, "cannot read", id="exe-unreadable"),
+    ],
+)
+def test_a_process_that_only_calls_itself_qemu_is_no_sandbox(exe: str | None, reason: str) -> None:
+    process = FakeProcess(["qemu-system-x86_64", "-name", "sandbox-fake"], exe=exe)
+
+    found = classify(process)  # type: ignore[arg-type]
+
+    assert isinstance(found, Skipped) and reason in found.reason
+    assert found.sandbox_id is None
+
+
+def test_rhel_qemu_kvm_counts() -> None:
+    process = FakeProcess(["qemu-kvm", "-name", "sandbox-rh"], exe="/usr/libexec/qemu-kvm")
+    assert not isinstance(classify(process), Skipped)  # type: ignore[arg-type]
+
+
+def test_a_replaced_binary_still_counts(tmp_path: Path) -> None:
+    """`/proc/<pid>/exe` of a QEMU whose package was upgraded meanwhile ends in ` (deleted)`."""
+    exe = "/usr/bin/qemu-system-x86_64 (deleted)"
+    make_process(tmp_path, Proc(77, ["qemu-system-x86_64", "-name", "sandbox-up"], exe=exe))
+
+    process = read_process(str(tmp_path), 77)
+
+    assert process.exe == "/usr/bin/qemu-system-x86_64"
+    assert not isinstance(classify(process), Skipped)

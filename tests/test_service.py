@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 from hostgen import NodeSpec, make_host
-from qemu_proc import FakeQemu, allowed_list, vcpu_tids
+from qemu_proc import FAKE_EXE, FakeQemu, allowed_list, vcpu_tids
 
 
 class Agent:
     """`kata-numa run` in a child process, its log lines collected as they come."""
 
     def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "kata_numa", "run", *args]
+        # --qemu-path: the sandboxes here are FakeQemu processes (Python running as QEMU).
+        command = [sys.executable, "-m", "kata_numa", "run", "--qemu-path", FAKE_EXE, *args]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

@@ -86,6 +86,7 @@ class Process:
     start_time: int
     comm: str
     argv: list[str]
+    exe: str | None
 
 @final
 class Task:

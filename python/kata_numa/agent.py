@@ -106,7 +106,8 @@ class PassReport:
     def failures(self) -> int:
         """vCPU threads not pinned, plus sandboxes none of whose vCPUs could be placed."""
         failed = sum(r.outcome is Outcome.FAILED for s in self.sandboxes for r in s.results)
-        return failed + sum(not s.vcpu_results for s in self.sandboxes)
+        unreadable = sum(s.sandbox_id is not None for s in self.skipped)
+        return failed + unreadable + sum(not s.vcpu_results for s in self.sandboxes)
 
 
 def read_states(
@@ -158,6 +159,8 @@ def run_pass(options: AgentOptions, topology: HostTopology | None = None) -> Pas
 
     planned = plan_states(options, topology, states)
 
+    if options.only:
+        skipped = [s for s in skipped if s.sandbox_id is None or s.sandbox_id in options.only]
     report = PassReport(topology, skipped=skipped, gone=gone, dry_run=dry_run)
     for placement, state, checks in planned:
         if options.only and placement.sandbox.sandbox_id not in options.only:
@@ -183,6 +186,16 @@ def log_report(
     device verdicts only when they differ from `previous`.
     """
     for skipped in report.skipped:
+        if skipped.sandbox_id is not None:  # a sandbox, but one that cannot be managed
+            fields: dict[str, object] = {"PID": skipped.pid, "SANDBOX_ID": skipped.sandbox_id}
+            log.warning(
+                "sandbox %s (PID=%d) not managed: %s",
+                skipped.sandbox_id,
+                skipped.pid,
+                skipped.reason,
+                extra=fields,
+            )
+            continue
         fields = {"PID": skipped.pid}
         log.info("skipped process PID=%d: %s", skipped.pid, skipped.reason, extra=fields)
     for sandbox in report.gone:

@@ -49,34 +49,43 @@ class Skipped:
 
     pid: int
     reason: str
+    #: Set when it looks like a Kata sandbox that could not be read: a failure, not a pass-over.
+    sandbox_id: str | None = None
 
 
-def is_qemu(argv: Sequence[str], qemu_paths: Iterable[str] = ()) -> bool:
-    """`qemu-system-*` by name, or a binary the operator (or Kata's `path`) names."""
-    if not argv:
-        return False
-    binary = argv[0]
-    return os.path.basename(binary).startswith("qemu-system-") or binary in set(qemu_paths)
+#: Names of QEMU binaries Kata runs (Debian/Ubuntu `qemu-system-<arch>`, RHEL `qemu-kvm`).
+QEMU_NAMES = ("qemu-system-", "qemu-kvm")
 
 
-def guest_name(argv: Sequence[str]) -> str | None:
-    """The guest name of the last `-name` option (QEMU uses the last one), else None."""
-    name = None
-    for option, value in itertools.pairwise(argv):
-        if option not in ("-name", "--name"):
-            continue
-        name = value.split(",", 1)[0].removeprefix("guest=")
-        for part in value.split(","):
-            if part.startswith("guest="):
-                name = part.removeprefix("guest=")
-    return name
+def is_qemu(binary: str, qemu_paths: Iterable[str] = ()) -> bool:
+    """`qemu-system-*` or `qemu-kvm` by name, or a binary the operator (or Kata's `path`) names."""
+    return os.path.basename(binary).startswith(QEMU_NAMES) or binary in set(qemu_paths)
 
 
 def sandbox_id_of(argv: Sequence[str]) -> str | None:
-    """The `<id>` of `-name sandbox-<id>` (or `-name guest=sandbox-<id>,...`), else None."""
-    name = guest_name(argv)
+    """The `<id>` of `-name sandbox-<id>` (or `-name guest=sandbox-<id>,...`), else None.
+
+    QEMU's own option rules apply: the last `-name` counts, and the value of another option
+    (`-pidfile -name`) is never taken for one.
+    """
+    try:
+        name = parse_qemu_args(list(argv)).name
+    except QemuArgsError:
+        name = None
     if name is not None and name.startswith(SANDBOX_PREFIX) and len(name) > len(SANDBOX_PREFIX):
         return name.removeprefix(SANDBOX_PREFIX)
+    return None
+
+
+def _claimed_sandbox_id(argv: Sequence[str]) -> str | None:
+    """The sandbox id a command line QEMU's rules cannot read seems to name (for reports)."""
+    for option, value in reversed(list(itertools.pairwise(argv))):
+        if option in ("-name", "--name"):
+            name = value.split(",", 1)[0].removeprefix("guest=")
+            claimed = name.removeprefix(SANDBOX_PREFIX)
+            if name.startswith(SANDBOX_PREFIX) and SANDBOX_ID.fullmatch(claimed):
+                return claimed
+            return None
     return None
 
 
@@ -86,19 +95,30 @@ SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def classify(process: Process, qemu_paths: Iterable[str] = ()) -> Sandbox | Skipped | None:
-    """A Sandbox, a Skipped QEMU process with its reason, or None for anything else."""
-    if not is_qemu(process.argv, qemu_paths):
+    """A Sandbox, a Skipped QEMU process with its reason, or None for anything else.
+
+    Both what the process says it runs (argv[0]) and what it really runs (`/proc/<pid>/exe`,
+    which it cannot choose) must be QEMU: a process that only calls itself QEMU is no sandbox.
+    """
+    paths = tuple(qemu_paths)
+    if not process.argv or not is_qemu(process.argv[0], paths):
         return None
-    sandbox_id = sandbox_id_of(process.argv)
-    if sandbox_id is None:
-        return Skipped(process.pid, "QEMU without -name sandbox-<id>: not a Kata sandbox")
-    if not SANDBOX_ID.fullmatch(sandbox_id):
-        reason = f"sandbox id {sandbox_id[:64]!r} holds characters Kata never uses: not managed"
-        return Skipped(process.pid, reason)
+    if process.exe is None:
+        return Skipped(process.pid, "cannot read its /proc/<pid>/exe to confirm it runs QEMU")
+    if not is_qemu(process.exe, paths):
+        return Skipped(process.pid, f"calls itself QEMU but runs {process.exe}: not managed")
     try:
         layout = parse_qemu_args(process.argv)
     except QemuArgsError as exc:
-        return Skipped(process.pid, f"sandbox {sandbox_id}: {exc}")
+        claimed = _claimed_sandbox_id(process.argv)
+        return Skipped(process.pid, f"unreadable QEMU command line: {exc}", claimed)
+    name = layout.name or ""
+    if not name.startswith(SANDBOX_PREFIX) or len(name) == len(SANDBOX_PREFIX):
+        return Skipped(process.pid, "QEMU without -name sandbox-<id>: not a Kata sandbox")
+    sandbox_id = name.removeprefix(SANDBOX_PREFIX)
+    if not SANDBOX_ID.fullmatch(sandbox_id):
+        reason = f"sandbox id {sandbox_id[:64]!r} holds characters Kata never uses: not managed"
+        return Skipped(process.pid, reason)
     return Sandbox(sandbox_id, process.pid, process.start_time, tuple(process.argv), layout)
 
 
@@ -115,6 +135,14 @@ def find_sandboxes(
             sandboxes.append(found)
         elif isinstance(found, Skipped):
             skipped.append(found)
+    pids_of: dict[str, list[int]] = {}
+    for sandbox in sandboxes:
+        pids_of.setdefault(sandbox.sandbox_id, []).append(sandbox.pid)
+    for sandbox_id, pids in pids_of.items():
+        if len(pids) > 1:  # Kata never runs two: which one is the sandbox cannot be told
+            reason = f"sandbox id {sandbox_id} is used by PIDs {pids}: none of them is managed"
+            skipped.extend(Skipped(pid, reason, sandbox_id) for pid in pids)
+    sandboxes = [s for s in sandboxes if len(pids_of[s.sandbox_id]) == 1]
     sandboxes.sort(key=lambda s: (s.start_time, s.pid))
     return sandboxes, skipped
 

@@ -11,6 +11,7 @@ pub struct Process {
     start_time: u64,
     comm: String,
     argv: Vec<String>,
+    exe: Option<String>,
 }
 
 #[pyclass(module = "kata_numa._native", frozen, get_all)]
@@ -27,7 +28,7 @@ pub struct Task {
 
 impl From<procfs::Process> for Process {
     fn from(p: procfs::Process) -> Self {
-        Process { pid: p.pid, start_time: p.start_time, comm: p.comm, argv: p.argv }
+        Process { pid: p.pid, start_time: p.start_time, comm: p.comm, argv: p.argv, exe: p.exe }
     }
 }
 

@@ -20,6 +20,10 @@ pub struct Process {
     pub comm: String,
     /// `/proc/<pid>/cmdline` split at NUL bytes; empty for kernel threads.
     pub argv: Vec<String>,
+    /// The executable (`/proc/<pid>/exe`) with a ` (deleted)` suffix (binary replaced on disk
+    /// since) removed; `None` when the link cannot be read (kernel thread, no permission).
+    /// Unlike `argv[0]`, the process cannot choose what it says.
+    pub exe: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +77,11 @@ pub fn read_process(proc_root: &Path, pid: i32) -> Result<Process> {
         [.., last] if last.is_empty() => argv[..argv.len() - 1].to_vec(),
         _ => argv,
     };
-    Ok(Process { pid, start_time, comm: comm.to_string(), argv })
+    let exe = fs::read_link(dir.join("exe")).ok().map(|path| {
+        let text = path.to_string_lossy().into_owned();
+        text.strip_suffix(" (deleted)").map(str::to_string).unwrap_or(text)
+    });
+    Ok(Process { pid, start_time, comm: comm.to_string(), argv, exe })
 }
 
 /// `pid (comm) S 1 2 ...` → (`comm`, the fields after it). comm may hold spaces and

@@ -179,22 +179,35 @@ fn parse_smp(arg: &str) -> Result<Smp> {
     let (cpus, mut maxcpus) = (get("cpus")?, get("maxcpus")?);
     let (mut sockets, dies, clusters) =
         (get("sockets")?, get("dies")?.max(1), get("clusters")?.max(1));
-    let (mut cores, threads) = (get("cores")?, get("threads")?.max(1));
-    // QEMU's rules (hw/core/machine-smp.c, machines of 6.2 and later prefer cores). Every
-    // factor is at most MAX_VCPUS (2^14), so products of up to three stay far from u64's limit.
+    let (mut cores, mut threads) = (get("cores")?, get("threads")?);
+    // QEMU's rules (hw/core/machine-smp.c; machines of 6.2 and later prefer cores over
+    // sockets, and omitted threads are worked out last). Every factor is at most MAX_VCPUS
+    // (2^14), so these products stay far from u64's limit, and none divides by zero.
     if cpus == 0 && maxcpus == 0 {
         sockets = sockets.max(1);
         cores = cores.max(1);
+        threads = threads.max(1);
     } else {
         let max = if maxcpus > 0 { maxcpus } else { cpus };
-        if sockets == 0 && cores == 0 {
-            sockets = 1;
+        if cores == 0 {
+            sockets = sockets.max(1);
+            threads = threads.max(1);
+            cores = max / (sockets * dies * clusters * threads);
+        } else if sockets == 0 {
+            threads = threads.max(1);
+            sockets = max / (dies * clusters * cores * threads);
         }
-        if sockets == 0 {
-            sockets = (max / (dies * clusters * cores * threads).max(1)).max(1);
-        } else if cores == 0 {
-            cores = (max / (sockets * dies * clusters * threads).max(1)).max(1);
+        if threads == 0 {
+            threads = max / (sockets * dies * clusters * cores);
         }
+    }
+    if sockets == 0 || cores == 0 || threads == 0 {
+        let shape = format!("sockets={sockets} cores={cores} threads={threads}");
+        let max = maxcpus.max(cpus);
+        return Err(Error::QemuArgs {
+            arg: arg.to_string(),
+            reason: format!("topology {shape} does not give maxcpus {max}"),
+        });
     }
     let total = [sockets, dies, clusters, cores, threads]
         .iter()
@@ -260,6 +273,54 @@ fn numa_cpu_index(arg: &str, opts: &Opts, smp: &Smp) -> Result<u32> {
         + thread)
 }
 
+/// QEMU options that take no value (QEMU 7 to 9, x86 and Arm).
+const FLAGS: &[&str] = &[
+    "-S",
+    "-s",
+    "-daemonize",
+    "-nographic",
+    "-no-reboot",
+    "-no-shutdown",
+    "-nodefaults",
+    "-no-user-config",
+    "-enable-kvm",
+    "-snapshot",
+    "-full-screen",
+    "-no-hpet",
+    "-no-acpi",
+    "-no-fd-bootchk",
+    "-no-quit",
+    "-only-migratable",
+    "-preconfig",
+    "-win2k-hack",
+    "-alt-grab",
+    "-ctrl-grab",
+    "-enable-fips",
+    "-usb",
+    "-singlestep",
+    "-one-insn-per-tb",
+    "-version",
+    "-help",
+    "-h",
+    "-curses",
+    "-no-frame",
+    "-portrait",
+    "-rtc-td-hack",
+    "-show-cursor",
+    "-xen-attach",
+    "-sdl",
+    "-localtime",
+    "-old-param",
+    "-semihosting",
+    "-no-kvm",
+    "-no-kvm-irqchip",
+    "-no-graphic",
+];
+
+fn is_flag(option: &str) -> bool {
+    FLAGS.contains(&option)
+}
+
 /// Parse a QEMU command line (argv, the binary first).
 pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
     let mut layout = GuestLayout::default();
@@ -267,7 +328,12 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
     let mut args = argv.iter().skip(1);
     while let Some(option) = args.next() {
         let option = option.strip_prefix("--").map(|o| format!("-{o}")).unwrap_or(option.clone());
-        let takes_value = matches!(
+        // Every option takes a value except QEMU's flags: the value of, say, `-pidfile` is
+        // skipped whatever it says, so `-pidfile -name` cannot pass for a guest name.
+        if !option.starts_with('-') || is_flag(&option) {
+            continue;
+        }
+        let wanted = matches!(
             option.as_str(),
             "-name"
                 | "-smp"
@@ -279,7 +345,8 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
                 | "-machine"
                 | "-M"
         );
-        if !takes_value {
+        if !wanted {
+            args.next();
             continue;
         }
         let Some(value) = args.next() else {
@@ -430,7 +497,12 @@ mod tests {
         assert_eq!((smp.cpus, smp.maxcpus), (8, 8));
         let smp = parse_smp("cpus=8,sockets=2").unwrap();
         assert_eq!(smp.cores, 4);
-        assert_eq!(parse_smp("6,sockets=4,cores=4").unwrap().maxcpus, 16);
+        // QEMU 7.2 refuses this too: threads work out to 0.
+        assert!(parse_smp("6,sockets=4,cores=4").is_err());
+        // Omitted threads are worked out last, as QEMU does: 4 = 1 socket x 2 cores x 2.
+        let smp = parse_smp("4,sockets=1,cores=2").unwrap();
+        assert_eq!((smp.maxcpus, smp.sockets, smp.cores, smp.threads), (4, 1, 2, 2));
+        assert!(parse_smp("2,sockets=4,cores=4,maxcpus=2").is_err());
         assert!(parse_smp("6,sockets=4,cores=4,maxcpus=8").is_err());
         // Products that overflow 32 bits must be refused, not wrapped (once a panic).
         assert!(parse_smp("4,sockets=65536,cores=65536").is_err());
@@ -484,6 +556,18 @@ mod tests {
         .unwrap();
         assert_eq!(layout.nodes[1].cpus.to_list(), "2-3");
         assert_eq!(layout.nodes[0].cpus.to_list(), "0-1");
+    }
+
+    #[test]
+    fn option_values_are_never_options() {
+        // `-pidfile` takes the next word, even when it looks like `-name`.
+        let layout =
+            parse_qemu_args(&argv("qemu -name plain,debug-threads=on -pidfile -name sandbox-x -S"))
+                .unwrap();
+        assert_eq!(layout.name.as_deref(), Some("plain"));
+        let layout =
+            parse_qemu_args(&argv("qemu -S -nodefaults -name sandbox-y -daemonize")).unwrap();
+        assert_eq!(layout.name.as_deref(), Some("sandbox-y"));
     }
 
     #[test]
