@@ -134,6 +134,25 @@ class Runner:
             )
         return text
 
+    def refused(self, args: Sequence[str], timeout: float = 30.0) -> str:
+        """QEMU's error text for `args` (paused, TCG, no display) that QEMU must refuse at start;
+        fails if QEMU starts instead (and stops it)."""
+        argv = [QEMU, "-machine", "q35", "-accel", "tcg", "-S", "-display", "none", "-nodefaults"]
+        process = subprocess.Popen(
+            [*argv, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.processes.append(process)
+        try:
+            _, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            self._stop(process)
+            raise AssertionError(f"QEMU started with {args}; expected it to refuse") from expired
+        assert process.returncode != 0, f"QEMU accepted {args}"
+        return stderr.decode(errors="replace")
+
     @staticmethod
     def _stop(process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:

@@ -264,3 +264,142 @@ def test_example_config_drives_a_plan(capsys: pytest.CaptureFixture[str]) -> Non
         ("1", "4-7", 4096),
     ]
     assert any("mem-path=/dev/shm" in arg and "share=on" in arg for arg in data["qemu_args"])
+
+
+# --- Bad values: check-config names them (exit 1), plan refuses them (exit 2) ---
+
+BAD_VALUES = [
+    pytest.param("default_vcpus = inf", "default_vcpus = inf", id="vcpus-inf"),
+    pytest.param("default_vcpus = 1e300", "default_vcpus = 1e+300", id="vcpus-1e300"),
+    pytest.param("default_vcpus = nan", "default_vcpus = nan", id="vcpus-nan"),
+    pytest.param("default_vcpus = 300", "default_vcpus = 300", id="vcpus-over-q35"),
+    pytest.param('enable_numa = "true"', 'enable_numa = "true"', id="numa-string"),
+    pytest.param("numa_mapping = [0, 1]", "numa_mapping = [0, 1]", id="mapping-numbers"),
+    pytest.param(
+        "default_memory = 99999999999999999", "default_memory = 99999999999999999", id="memory"
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "shown"), BAD_VALUES)
+def test_check_config_names_bad_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, shown: str
+) -> None:
+    path = write_config(
+        tmp_path / "kata", base="", **{"50-bad.toml": f"[hypervisor.qemu]\n{line}\n"}
+    )
+    dropin = tmp_path / "kata/config.d/50-bad.toml"
+    code, out, _ = run_cli(
+        capsys, "check-config", str(path), "--sysfs-root", str(EXAMPLES / "hosts/two-node")
+    )
+    assert code == 1, out
+    assert f"error: {dropin}: [hypervisor.qemu] {shown} should be" in out
+    setting = next(line for line in out.splitlines() if f"[hypervisor.qemu] {shown} " in line)
+    assert setting.endswith("config.d/50-bad.toml (wrong: see problems)"), setting
+
+
+@pytest.mark.parametrize(("line", "shown"), BAD_VALUES)
+def test_plan_refuses_bad_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, shown: str
+) -> None:
+    path = write_config(
+        tmp_path / "kata", base="", **{"50-bad.toml": f"[hypervisor.qemu]\n{line}\n"}
+    )
+    dropin = tmp_path / "kata/config.d/50-bad.toml"
+    code, out, err = run_cli(
+        capsys,
+        "plan",
+        "--kata-config",
+        str(path),
+        "--sysfs-root",
+        str(EXAMPLES / "hosts/two-node"),
+    )
+    assert (code, out) == (2, "")
+    assert f"{dropin}: [hypervisor.qemu] {shown} should be" in err
+
+
+def test_plan_warns_but_plans_when_numa_lacks_static_sizing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kata's behaviour, not a value the plan reads wrongly: check-config's error, plan's
+    warning."""
+    path = write_config(tmp_path / "kata", **{"10.toml": NUMA_ON + 'numa_mapping = ["0", "1"]\n'})
+    code, out, _ = run_cli(
+        capsys,
+        "plan",
+        "--kata-config",
+        str(path),
+        "--sysfs-root",
+        str(EXAMPLES / "hosts/two-node"),
+        "--json",
+    )
+    assert code == 0
+    assert any("static_sandbox_resource_mgmt is false" in w for w in json.loads(out)["warnings"])
+
+
+@pytest.mark.parametrize("command", ["check-config", "plan"])
+def test_a_dropin_that_is_not_utf8_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = write_config(tmp_path / "kata", **{"50-bytes.toml": ""})
+    dropin = tmp_path / "kata/config.d/50-bytes.toml"
+    dropin.write_bytes(b'[hypervisor.qemu]\npath = "\xff\xfe"\n')
+    option = [str(path)] if command == "check-config" else ["--kata-config", str(path)]
+    code, out, err = run_cli(
+        capsys, command, *option, "--sysfs-root", str(EXAMPLES / "hosts/two-node")
+    )
+    assert (code, out) == (2, "")
+    assert f"{dropin}: not UTF-8 text" in err and "byte 0xff at offset 26" in err
+
+
+def test_check_config_without_a_file_says_how_to_name_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KATA_CONF_FILE", raising=False)
+    monkeypatch.setattr(
+        "kata_numa.kataconfig.SEARCH_PATHS", ("nonexistent-kata-numa-test/configuration.toml",)
+    )
+    code, _, err = run_cli(capsys, "check-config", "--sysfs-root", str(EXAMPLES / "hosts/two-node"))
+    assert code == 2
+    assert "no Kata configuration found" in err
+    assert "kata-numa check-config FILE" in err and "--kata-config" not in err
+
+
+def test_default_vcpus_zero_starts_one_vcpu_as_kata_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dropin = "[hypervisor.qemu]\ndefault_vcpus = 0\n"
+    path = write_config(tmp_path / "kata", base="", **{"50.toml": dropin})
+    code, out, err = run_cli(
+        capsys,
+        "plan",
+        "--kata-config",
+        str(path),
+        "--sysfs-root",
+        str(EXAMPLES / "hosts/two-node"),
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["smp"]["cpus"] == 1
+    assert any("default_vcpus = 0" in d for d in data["decisions"])
+
+
+def test_default_maxvcpus_over_qemus_limit_is_capped_as_kata_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dropin = "[hypervisor.qemu]\ndefault_vcpus = 2\ndefault_maxvcpus = 1000\n"
+    path = write_config(tmp_path / "kata", base="", **{"50.toml": dropin})
+    code, out, err = run_cli(
+        capsys,
+        "plan",
+        "--kata-config",
+        str(path),
+        "--sysfs-root",
+        str(EXAMPLES / "hosts/two-node"),
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["smp"]["maxcpus"] == 288
+    assert any("default_maxvcpus 1000" in d and "288" in d for d in data["decisions"])

@@ -140,3 +140,43 @@ def test_qemu_reports_the_planned_layout(runner: Runner, name: str) -> None:
         pxb = f"/machine/peripheral/numa-pxb{bus.guest_node}"
         assert qmp.command("qom-get", path=pxb, property="numa_node") == bus.guest_node
         assert qmp.command("qom-get", path=pxb, property="bus_nr") < 256
+
+
+# --- The planner's limits are the installed QEMU's ---
+
+
+def test_vcpu_limit_is_q35_cpu_max_of_this_qemu(runner: Runner) -> None:
+    from kata_numa._native import MAX_VCPUS
+
+    qmp = runner.start([], "machines")
+    (q35,) = [m for m in qmp.command("query-machines") if m.get("alias") == "q35"]
+    assert q35["cpu-max"] == MAX_VCPUS
+
+
+def test_host_nodes_from_the_limit_up_are_refused_by_qemu(runner: Runner) -> None:
+    from kata_numa._native import MAX_NUMA_NODES
+
+    backend = f"memory-backend-ram,id=m,size=16M,host-nodes={MAX_NUMA_NODES},policy=bind"
+    error = runner.refused(["-object", backend])
+    assert f"Invalid host-nodes value: {MAX_NUMA_NODES}" in error
+
+
+@pytest.mark.parametrize(
+    ("cpus", "vcpus", "x2apic"),
+    [
+        pytest.param((128, 127), 255, False, id="255-vcpus-apic-ids-to-254"),
+        pytest.param((128, 128), 256, True, id="256-vcpus-apic-id-255"),
+    ],
+)
+def test_apic_ids_over_254_are_warned_as_qemu_refuses_them_under_tcg(
+    runner: Runner, cpus: tuple[int, int], vcpus: int, x2apic: bool
+) -> None:
+    plan = plan_guest(hosts(*cpus), 1, 512, max_vcpus=vcpus, mapping=["0", "1"])
+    warned = any("x2APIC" in w for w in plan.warnings)
+    assert warned == x2apic, plan.warnings
+    args = on_node0(plan.qemu_args)
+    if x2apic:
+        assert "requires kernel irqchip and X2APIC API support" in runner.refused(args)
+    else:
+        qmp = runner.start(args, "xapic")
+        assert len(qmp.command("query-hotpluggable-cpus")) == vcpus

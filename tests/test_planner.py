@@ -408,7 +408,10 @@ def ref_plan(
                 row.append(10)
                 continue
             d = dict(by_id[gi[0]].distances).get(gj[0])
-            row.append(20 if d is None else (11 if d <= 10 else d))
+            if gi[0] == gj[0] or d == 10:
+                row.append(11)  # guest kernels reject remote distances of 10 or less
+            else:
+                row.append(20 if d is None or d < 10 else d)  # unknown or invalid
         distances.append(row)
     nodes = [(CpuSet(g).to_list(), r, s) for g, r, s in zip(groups, ranges, sizes, strict=True)]
     host_nodes = CpuSet({h for g in groups for h in g}).to_list()
@@ -501,6 +504,9 @@ def test_planner_invariants_and_reference(s: dict[str, Any]) -> None:
         return
     event("flat" if plan.is_flat else f"{len(plan.nodes)} guest nodes")
     assert reference is not None, f"the reference refuses what Rust planned: {plan.decisions}"
+    if s["policy"] == "most-free" and any("fits host node" in d for d in plan.decisions):
+        short = [w for w in plan.warnings if "which has" in w and "not committed" in w]
+        assert not short, "a node that fits has the memory not committed to other sandboxes"
 
     smp = plan.smp
     assert smp.sockets * smp.cores * smp.threads == smp.maxcpus
@@ -770,6 +776,269 @@ def test_done_when_80_vcpus_64g_on_a_real_two_socket_host(
         "-numa",
         "dist,src=0,dst=1,val=21",
     ]
-    # 80 vCPUs on 16 CPUs per node, and node 1 has 10459 MiB free in the capture.
+    # 80 vCPUs on 16 CPUs per node; node 1 has 48359 MiB, of which 10459 MiB free in the capture.
     assert any("40 vCPUs for 16 free CPUs of host node 0" in w for w in data["warnings"])
-    assert any("32768 MiB to host node 1, which has 10459 MiB free" in w for w in data["warnings"])
+    assert any(
+        "32768 MiB to host node 1: that much is not committed to other sandboxes, but only "
+        "10459 MiB is free now (MemFree)" in w
+        for w in data["warnings"]
+    )
+
+
+# --- Bad values on the command line: a message naming the option and value, exit 2 ---
+
+EXAMPLE_HOST = Path(__file__).resolve().parents[1] / "examples/hosts/two-node"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        pytest.param(["--vcpus", "-3", "--memory", "1G"], ["--vcpus -3"], id="negative-vcpus"),
+        pytest.param(["--vcpus", "0"], ["--vcpus 0"], id="zero-vcpus"),
+        pytest.param(["--max-vcpus", "-1"], ["--max-vcpus -1"], id="negative-max-vcpus"),
+        pytest.param(["--vcpus", "100000"], ["--vcpus 100000", "288"], id="vcpus-over-q35"),
+        pytest.param(["--max-vcpus", "100000"], ["--max-vcpus 100000", "288"], id="max-over-q35"),
+        pytest.param(["--vcpus", str(1 << 40)], [f"--vcpus {1 << 40}"], id="vcpus-over-u32"),
+        pytest.param(["--memory", ""], ["--memory ''"], id="empty-memory"),
+        pytest.param(["--memory", "2000000T"], ["--memory '2000000T'", "2^40"], id="absurd-size"),
+        pytest.param(["--hugepages", ""], ["--hugepages ''"], id="empty-hugepages"),
+        pytest.param(["--used", "5:2"], ["--used '5:2'", "host node 5"], id="used-unknown-node"),
+        pytest.param(["--vfio", "0000:3b:00.0@9"], ["@9", "host node 9"], id="vfio-unknown-node"),
+    ],
+)
+def test_cli_plan_bad_values_are_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str]
+) -> None:
+    base = ["plan", "--sysfs-root", str(EXAMPLE_HOST)]
+    if "--vcpus" not in argv:
+        base += ["--vcpus", "2"]
+    code, out, err = run_cli(capsys, *base, *argv)
+    assert (code, out) == (2, ""), err
+    assert err.startswith("kata-numa: error: ")
+    for needle in needles:
+        assert needle in err
+
+
+# --- Capacity: "fits" and the memory warnings use the same words for the same numbers ---
+
+
+def test_fit_and_memory_free_now_do_not_contradict(capsys: pytest.CaptureFixture[str]) -> None:
+    # examples/hosts/two-node: each node has MemTotal 2048 MiB and MemFree 1024 MiB.
+    code, out, _ = run_cli(
+        capsys, "plan", "--sysfs-root", str(EXAMPLE_HOST), "--vcpus", "1", "--memory", "1500M"
+    )
+    assert code == 0
+    fit = next(line for line in out.splitlines() if "fits host node 0" in line)
+    assert "2048 MiB not committed to other sandboxes" in fit, fit
+    assert "1024 MiB free" not in fit, fit
+    memory = [line for line in out.splitlines() if "binds 1500 MiB" in line]
+    assert len(memory) == 1, out
+    assert "not committed to other sandboxes" in memory[0]
+    assert "only 1024 MiB is free now (MemFree)" in memory[0]
+
+
+def test_committed_memory_passes_a_node_over(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "plan",
+        "--sysfs-root",
+        str(EXAMPLE_HOST),
+        "--vcpus",
+        "1",
+        "--memory",
+        "1500M",
+        "--used",
+        "0:0:1G",
+        "--json",
+    )
+    data = json.loads(out)
+    assert (code, data["host_nodes"]) == (0, "1")
+    fit = next(d for d in data["decisions"] if "fits host node 1" in d)
+    assert "node 0: 1024 MiB not committed to other sandboxes for 1500 MiB" in fit
+
+
+def test_memory_beyond_what_is_not_committed_is_warned() -> None:
+    # The device pins the guest to node 1, where other sandboxes hold 7 of 8 GiB.
+    host = hosts(8, 8, used_memory_mib=[0, 7168])
+    plan = plan_guest(host, 16, 4096, vfio=[("0000:3b:00.0", 1)], mapping=["1"])
+    assert any(
+        "binds 4096 MiB to host node 1, which has 1024 MiB not committed to other sandboxes" in w
+        for w in plan.warnings
+    ), plan.warnings
+
+
+def test_more_memory_than_the_whole_host_is_warned() -> None:
+    plan = plan_guest(hosts(4, 4), 8, 20000)
+    assert any("more than the host's 16384 MiB" in w for w in plan.warnings), plan.warnings
+
+
+# --- QEMU's limits: vCPUs, memory size, guest nodes, host-nodes ---
+
+
+@pytest.mark.parametrize(
+    ("vcpus", "kwargs", "message"),
+    [
+        pytest.param(289, {}, r"289 vCPUs.*288", id="vcpus"),
+        pytest.param(4, {"max_vcpus": 289}, r"max vCPUs 289.*288", id="max-vcpus"),
+    ],
+)
+def test_more_vcpus_than_qemu_takes_are_refused(
+    vcpus: int, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PlanError, match=message):
+        plan_guest(hosts(200, 200), vcpus, 4096, **kwargs)
+
+
+def test_confidential_max_vcpus_over_the_limit_is_not_used() -> None:
+    plan = plan_guest(hosts(4, 4), 4, 1024, max_vcpus=1000, confidential=True)
+    assert plan.smp.maxcpus == 4
+
+
+def test_absurd_memory_is_refused() -> None:
+    with pytest.raises(PlanError, match=r"more than 2\^40 MiB"):
+        plan_guest(hosts(4, 4), 2, (1 << 40) + 1)
+
+
+def test_many_host_nodes_few_vcpus_skip_multi_numa() -> None:
+    # 1024 nodes of one CPU: 4 vCPUs fit no single node, and 4 < 1024 guest nodes.
+    host = hosts(*[1] * 1024, distances=[[] for _ in range(1024)])
+    plan = plan_guest(host, 4, 1024)
+    assert plan.is_flat
+    assert SKIP_WARNING in plan.warnings
+    # QEMU's host-nodes takes node numbers below 128: no binding rather than a refused one.
+    assert not any("host-nodes=" in arg for arg in plan.qemu_args), plan.qemu_args
+    assert any("below 128" in w for w in plan.warnings), plan.warnings
+    right_size = next(d for d in plan.decisions if "does not fit any single host node" in d)
+    assert len(right_size) < 400, right_size
+
+
+def test_many_host_nodes_many_vcpus_suggest_a_mapping() -> None:
+    host = hosts(*[1] * 200, distances=[[] for _ in range(200)])
+    with pytest.raises(PlanError, match=r"200 guest nodes.*128.*--mapping 0-1 --mapping 2-3"):
+        plan_guest(host, 200, 4096)
+
+
+def test_explicit_mapping_beyond_host_node_127_is_refused() -> None:
+    host = hosts(*[1] * 130, distances=[[] for _ in range(130)])
+    with pytest.raises(PlanError, match=r"host node 129.*below 128"):
+        plan_guest(host, 2, 1024, mapping=["0", "129"])
+
+
+# --- Memory on CPU-less nodes, invalid host distances ---
+
+
+def test_memory_only_on_cpu_less_nodes_gets_a_mapping_hint() -> None:
+    # Nodes 0-1 have CPUs and no memory; 2 is nearest to 0, 3 to 1.
+    rows = [[10, 20, 11, 17], [20, 10, 17, 11], [11, 17, 10, 20], [17, 11, 20, 10]]
+    host = hosts(
+        2,
+        2,
+        0,
+        0,
+        memory_mib=[0, 0, 8192, 8192],
+        distances=[list(enumerate(row)) for row in rows],
+    )
+    with pytest.raises(PlanError) as caught:
+        plan_guest(host, 4, 2048)
+    message = str(caught.value)
+    assert 'numa_mapping ["0,2", "1,3"]' in message and "--mapping 0,2 --mapping 1,3" in message
+    plan = plan_guest(host, 4, 2048, mapping=["0,2", "1,3"])
+    assert layout(plan) == [("0,2", "0-1", 1024), ("1,3", "2-3", 1024)]
+
+
+def test_memory_initiators_fixture_gets_the_nearest_memory_nodes(sysfs_machines: Any) -> None:
+    root = sysfs_machines.root("fakememinitiators-1np2c+1npp+gi")
+    with pytest.raises(PlanError, match=r'numa_mapping \["0,5", "1,8", "2,6", "3,9"\]'):
+        make_plan(PlanInput(vcpus=8, memory_mib=4096), read_topology(root), None, {})
+    wish = PlanInput(vcpus=8, memory_mib=4096, mapping=["0,5", "1,8", "2,6", "3,9"])
+    plan = make_plan(wish, read_topology(root), None, {}).plan
+    assert [n.memory_nodes.to_list() for n in plan.nodes] == ["5", "8", "6", "9"]
+
+
+@pytest.mark.parametrize(
+    ("distance", "guest", "needle"),
+    [
+        pytest.param(
+            0, 20, "distance from host node 0 to host node 1 is 0, which is invalid", id="0"
+        ),
+        pytest.param(10, 11, "host nodes 0 and 1 are at distance 10", id="10"),
+    ],
+)
+def test_invalid_host_distances_say_so(distance: int, guest: int, needle: str) -> None:
+    rows = [[(0, 10), (1, distance)], [(0, distance), (1, 10)]]
+    plan = plan_guest(hosts(4, 4, distances=rows), 8, 2048)
+    assert plan.distances == [[10, guest], [guest, 10]]
+    assert any(needle in w for w in plan.warnings), plan.warnings
+    assert not any("both start at" in w for w in plan.warnings), plan.warnings
+
+
+# --- Huge pages of another size need their own hugetlbfs mount ---
+
+
+@pytest.fixture
+def one_gig_pages_host(tmp_path: Path) -> Path:
+    pages = {1 << 20: (8, 8)}
+    return make_host(
+        tmp_path / "host",
+        {0: NodeSpec("0-7", 16 << 20, hugepages=pages), 1: NodeSpec("8-15", 16 << 20)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "mount"),
+    [
+        pytest.param([], "/dev/hugepages1G", id="default-mount-names-the-size"),
+        pytest.param(["--hugepages-path", "/mnt/huge-1g"], "/mnt/huge-1g", id="named-mount"),
+    ],
+)
+def test_one_gig_pages_use_a_mount_of_that_size(
+    one_gig_pages_host: Path, capsys: pytest.CaptureFixture[str], extra: list[str], mount: str
+) -> None:
+    code, out, err = run_cli(
+        capsys,
+        "plan",
+        "--sysfs-root",
+        str(one_gig_pages_host),
+        "--vcpus",
+        "2",
+        "--memory",
+        "2G",
+        "--hugepages",
+        "1G",
+        "--json",
+        *extra,
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    backend = next(a for a in data["qemu_args"] if a.startswith("memory-backend-file"))
+    assert f"mem-path={mount}," in backend
+    assert any(
+        f"hugetlbfs mounted at {mount}" in d and "pagesize=1G" in d for d in data["decisions"]
+    )
+
+
+# --- Running sandboxes without a host-nodes binding count where their vCPUs are pinned ---
+
+
+def test_unbound_sandbox_counts_by_its_pinned_vcpus(tmp_path: Path) -> None:
+    from kata_numa.planner import usage_of_sandboxes
+    from kata_numa.sandbox import find_sandboxes
+    from procgen import Proc, Thread, make_process, qemu_argv
+
+    proc = tmp_path / "proc"
+    flat = qemu_argv("-smp", "2", "-m", "1024", sandbox="pinned")
+    threads = [Thread(40), Thread(41, "CPU 0/KVM", "8"), Thread(42, "CPU 1/KVM", "9")]
+    make_process(proc, Proc(40, flat, threads))
+    loose = qemu_argv("-smp", "2", "-m", "512", sandbox="loose")
+    threads = [Thread(50), Thread(51, "CPU 0/KVM", "0-15"), Thread(52, "CPU 1/KVM", "0-15")]
+    make_process(proc, Proc(50, loose, threads))
+    topology = read_topology(
+        make_host(tmp_path / "host", {0: NodeSpec("0-7"), 1: NodeSpec("8-15")})
+    )
+
+    sandboxes, _ = find_sandboxes(proc)
+    usage, notes = usage_of_sandboxes(proc, sandboxes, topology)
+
+    assert {n: (u.vcpus, u.memory_mib) for n, u in usage.items()} == {1: (2, 1024)}
+    assert any("pinned" in n and "2 vCPUs on host node 1" in n for n in notes), notes
+    assert any("loose" in n and "not counted" in n for n in notes), notes

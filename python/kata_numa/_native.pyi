@@ -151,6 +151,11 @@ def parse_qemu_args(argv: list[str]) -> GuestLayout: ...
 def parse_size(text: str, default_unit: int = 1) -> int | None: ...
 
 SKIP_WARNING: str
+#: QEMU's limits the planner keeps to: vCPUs of q35, guest nodes and host-nodes numbers.
+MAX_VCPUS: int
+MAX_NUMA_NODES: int
+#: Memory sizes above this many MiB are refused.
+MAX_MEMORY_MIB: int
 
 @final
 class PlanHostNode:

@@ -186,6 +186,12 @@ def _add_plan_commands(commands: Any) -> None:
         help="a PCI device to pass through; @NODE plans for a device elsewhere",
     )
     plan.add_argument("--hugepages", metavar="SIZE", help="back memory with huge pages: 2M, 1G")
+    plan.add_argument(
+        "--hugepages-path",
+        metavar="DIR",
+        help="hugetlbfs mount of those pages (default /dev/hugepages for 2M, "
+        "/dev/hugepages1G for 1G)",
+    )
     plan.add_argument("--shared", action="store_true", help="shared file memory on /dev/shm")
     plan.add_argument("--prealloc", action="store_true", help="allocate all memory at start")
     plan.add_argument("--confidential", action="store_true", help="SEV-SNP or TDX guest")
@@ -332,11 +338,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     usage, notes = _plan_usage(args, topology)
     wish = planner.PlanInput(
         vcpus=args.vcpus,
-        memory_mib=planner.parse_size_mib(args.memory) if args.memory else None,
+        memory_mib=None if args.memory is None else planner.parse_size_mib(args.memory),
         max_vcpus=args.max_vcpus,
         mapping=args.mapping,
         vfio=args.vfio,
-        hugepage_kib=planner.parse_page_size_kib(args.hugepages) if args.hugepages else None,
+        hugepage_kib=(
+            None if args.hugepages is None else planner.parse_page_size_kib(args.hugepages)
+        ),
+        hugepage_path=args.hugepages_path,
         shared=args.shared,
         prealloc=args.prealloc,
         confidential=args.confidential,
@@ -357,9 +366,10 @@ def _plan_usage(
     notes: list[str] = []
     if proc_root is not None:
         sandboxes, _ = find_sandboxes(proc_root)
-        usage, notes = planner.usage_of_layouts(s.layout for s in sandboxes)
+        usage, notes = planner.usage_of_sandboxes(proc_root, sandboxes, topology)
     for text in args.used:
         node, used = planner.parse_used(text)
+        planner.check_host_node(node, topology, f"--used {text!r}")
         entry = usage.setdefault(node, planner.NodeUsage())
         entry.vcpus += used.vcpus
         entry.memory_mib += used.memory_mib
@@ -367,7 +377,8 @@ def _plan_usage(
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = kataconfig.load_config(kataconfig.find_config(args.file))
+    base = kataconfig.find_config(args.file, how_to_name="kata-numa check-config FILE")
+    config = kataconfig.load_config(base)
     topology = read_topology(args.sysfs_root)
     problems = kataconfig.check_config(config, topology)
     if args.json:

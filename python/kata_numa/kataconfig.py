@@ -9,6 +9,7 @@ name, and refuses one that is not a regular file (or a link to one); so do we. A
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kata_numa._native import CpuSet, HostTopology
+from kata_numa._native import MAX_MEMORY_MIB, MAX_VCPUS, CpuSet, HostTopology
 from kata_numa.errors import ConfigError, CpuSetError
 
 #: Environment variable the Kata runtime reads for its configuration file.
@@ -46,6 +47,9 @@ class Key:
     kind: str  # "bool", "int", "number", "str", "list[str]"
     default: object
     meaning: str
+    #: The range of an "int" or "number" (finite); outside it the value is an error.
+    least: int = 0
+    most: int = 2**32 - 1
 
     @property
     def label(self) -> str:
@@ -55,9 +59,9 @@ class Key:
 KEYS = (
     Key(QEMU, "enable_numa", "bool", False, "give the guest the host's NUMA nodes"),
     Key(QEMU, "numa_mapping", "list[str]", [], "host nodes of each guest node; empty: auto"),
-    Key(QEMU, "default_vcpus", "number", 1, "vCPUs started at boot"),
+    Key(QEMU, "default_vcpus", "number", 1, "vCPUs started at boot; 0: 1", most=MAX_VCPUS),
     Key(QEMU, "default_maxvcpus", "int", 0, "vCPUs the guest may grow to; 0: all host CPUs"),
-    Key(QEMU, "default_memory", "int", 2048, "guest memory, MiB"),
+    Key(QEMU, "default_memory", "int", 2048, "guest memory, MiB", 1, MAX_MEMORY_MIB),
     Key(QEMU, "enable_hugepages", "bool", False, "back guest memory with huge pages"),
     Key(QEMU, "enable_mem_prealloc", "bool", False, "allocate all guest memory at start"),
     Key(QEMU, "shared_fs", "str", "", "virtio-fs needs shared (file) memory"),
@@ -136,10 +140,14 @@ class KataConfig:
 
 
 def find_config(
-    explicit: Path | None = None, root: Path = Path("/"), environ: Mapping[str, str] | None = None
+    explicit: Path | None = None,
+    root: Path = Path("/"),
+    environ: Mapping[str, str] | None = None,
+    how_to_name: str = "--kata-config FILE",
 ) -> Path:
     """The base configuration file: `explicit`, else `$KATA_CONF_FILE`, else the first of
-    `SEARCH_PATHS` below `root` that exists."""
+    `SEARCH_PATHS` below `root` that exists. `how_to_name` ends the message when none is found:
+    the way the calling command takes a file."""
     env = os.environ if environ is None else environ
     if explicit is not None:
         if not explicit.is_file():
@@ -155,9 +163,7 @@ def find_config(
         if candidate.is_file():
             return candidate
     looked = ", ".join(f"/{p}" for p in SEARCH_PATHS)
-    raise ConfigError(
-        f"no Kata configuration found (looked at {looked}); name one with --kata-config FILE"
-    )
+    raise ConfigError(f"no Kata configuration found (looked at {looked}); name one: {how_to_name}")
 
 
 def dropin_files(base: Path) -> list[Path]:
@@ -188,6 +194,12 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML files must be UTF-8",
+            path=str(path),
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}", path=str(path)) from exc
 
@@ -239,17 +251,19 @@ def load_config(base: Path) -> KataConfig:
     return KataConfig(base, dropins, data, sources)
 
 
+def _in_range(key: Key, value: object, kinds: type | tuple[type, ...]) -> bool:
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        return False
+    assert isinstance(value, int | float)
+    return math.isfinite(value) and key.least <= value <= key.most
+
+
 def _type_problem(key: Key, value: object) -> str | None:
+    span = f"from {key.least} to {key.most}"
     checks: dict[str, tuple[bool, str]] = {
         "bool": (isinstance(value, bool), "true or false"),
-        "int": (
-            isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-            "a whole number, 0 or more",
-        ),
-        "number": (
-            isinstance(value, int | float) and not isinstance(value, bool) and value >= 0,
-            "a number, 0 or more",
-        ),
+        "int": (_in_range(key, value, int), f"a whole number {span}"),
+        "number": (_in_range(key, value, (int, float)), f"a number {span}"),
         "str": (isinstance(value, str), "a string"),
         "list[str]": (
             isinstance(value, list) and all(isinstance(v, str) for v in value),
@@ -272,21 +286,23 @@ def _toml(value: object) -> str:
 
 def check_config(config: KataConfig, topology: HostTopology | None) -> list[Problem]:
     """Validation problems of the effective configuration against this host (DESIGN §2.3)."""
+    return [*value_problems(config, topology), *_numa_problems(config, topology)]
+
+
+def value_problems(config: KataConfig, topology: HostTopology | None) -> list[Problem]:
+    """Values that are wrong in themselves: of the wrong type or range, or a `numa_mapping`
+    this host cannot have. A plan refuses these (it cannot say what Kata would start); what
+    `_numa_problems` finds is about what Kata does with good values."""
     problems = []
     for key in KEYS:
         value, source = config.raw(key.section, key.name)
         if value is not None and (expected := _type_problem(key, value)):
             problems.append(
                 Problem(
-                    "error",
-                    f"{key.label} = {_toml(value)} should be {expected}; "
-                    "Kata's default applies until it is fixed",
-                    source,
-                    key.name,
+                    "error", f"{key.label} = {_toml(value)} should be {expected}", source, key.name
                 )
             )
     problems.extend(_mapping_problems(config, topology))
-    problems.extend(_numa_problems(config, topology))
     return problems
 
 
@@ -395,12 +411,9 @@ def describe(config: KataConfig, problems: Iterable[Problem]) -> str:
     names = ", ".join(path.name for path in config.dropins) or "none"
     lines.append(f"drop-ins (config.d/, name order): {names}")
     lines.append("effective settings:")
-    settings = config.settings()
-    width = max(len(f"{s.key.label} = {_toml(s.value)}") for s in settings)
-    for setting in settings:
-        text = f"{setting.key.label} = {_toml(setting.value)}"
-        origin = _origin(config, setting)
-        lines.append(f"  {text:<{width}}  {origin}")
+    rows = [_setting_row(config, key) for key in KEYS]
+    width = max(len(text) for text, _ in rows)
+    lines.extend(f"  {text:<{width}}  {origin}" for text, origin in rows)
     found = list(problems)
     if found:
         lines.append("problems:")
@@ -410,12 +423,21 @@ def describe(config: KataConfig, problems: Iterable[Problem]) -> str:
     return "\n".join(lines)
 
 
-def _origin(config: KataConfig, setting: Setting) -> str:
-    if setting.source is None:
+def _setting_row(config: KataConfig, key: Key) -> tuple[str, str]:
+    """`[section] key = value` and where it came from; a wrong value is shown as written."""
+    value, source = config.raw(key.section, key.name)
+    if value is not None and source is not None and _type_problem(key, value):
+        return f"{key.label} = {_toml(value)}", f"{_origin(config, source)} (wrong: see problems)"
+    setting = config.setting(key)
+    return f"{key.label} = {_toml(setting.value)}", _origin(config, setting.source)
+
+
+def _origin(config: KataConfig, source: Path | None) -> str:
+    if source is None:
         return "(Kata's default)"
-    if setting.source.parent == config.base.parent / "config.d":
-        return f"config.d/{setting.source.name}"
-    return str(setting.source)
+    if source.parent == config.base.parent / "config.d":
+        return f"config.d/{source.name}"
+    return str(source)
 
 
 def to_json(config: KataConfig, problems: Iterable[Problem]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kata_numa._native import (
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
     CpuSet,
     GuestLayout,
     HostTopology,
@@ -22,9 +24,19 @@ from kata_numa._native import (
     PlanHostNode,
     parse_size,
     plan_guest,
+    scan_vcpus,
 )
-from kata_numa.errors import ConfigError, UsageError
-from kata_numa.kataconfig import QEMU, RUNTIME, KataConfig, find_config, load_config
+from kata_numa.errors import ConfigError, ProcessGone, SysfsError, UsageError
+from kata_numa.kataconfig import (
+    QEMU,
+    RUNTIME,
+    KataConfig,
+    Problem,
+    find_config,
+    load_config,
+    value_problems,
+)
+from kata_numa.sandbox import Sandbox
 
 log = logging.getLogger("kata_numa.planner")
 
@@ -43,7 +55,27 @@ def parse_size_mib(text: str, what: str = "--memory") -> int:
         raise UsageError(f"{what} {text!r} is not a size such as 4096M, 64G or 64Gi")
     if size % MIB:
         raise UsageError(f"{what} {text!r} is not a whole number of MiB")
+    if size // MIB > MAX_MEMORY_MIB:
+        raise UsageError(f"{what} {text!r} is more than 2^40 MiB: not a size a guest can have")
     return size // MIB
+
+
+def check_vcpus(value: int, what: str) -> int:
+    """A vCPU count of the command line (`--vcpus`, `--max-vcpus`): 1 to QEMU's limit."""
+    if not 1 <= value <= MAX_VCPUS:
+        raise UsageError(
+            f"{what} {value}: give a whole number of vCPUs from 1 to {MAX_VCPUS} "
+            "(the most QEMU's q35 machine takes)"
+        )
+    return value
+
+
+def check_host_node(node: int, topology: HostTopology, what: str) -> int:
+    """A host node named on the command line must be one of this host's."""
+    ids = CpuSet(n.id for n in topology.nodes)
+    if node not in ids:
+        raise UsageError(f"{what}: host node {node} is not a node of this host (nodes {ids})")
+    return node
 
 
 def parse_page_size_kib(text: str) -> int:
@@ -77,36 +109,98 @@ def parse_used(text: str) -> tuple[int, NodeUsage]:
     return node, NodeUsage(vcpus, memory)
 
 
-def usage_of_layouts(layouts: Iterable[GuestLayout]) -> tuple[dict[int, NodeUsage], list[str]]:
-    """vCPUs and memory running sandboxes bind to each host node, from their QEMU arguments.
+#: (host nodes, vCPUs, MiB) a sandbox takes: each share is split evenly over its host nodes.
+Shares = list[tuple[CpuSet, int, int]]
 
-    A guest node's share goes to the host nodes of its memory backend (split evenly); a flat
-    VM's to its one bound backend. Sandboxes without such bindings are not counted, with a note.
-    """
+
+def bound_shares(layout: GuestLayout) -> Shares:
+    """What a sandbox binds, from its QEMU arguments: a guest node's share goes to the host
+    nodes of its memory backend, a flat VM's to its one bound backend; empty when unbound."""
+    backends = {backend.id: backend for backend in layout.backends}
+    shares: Shares = []
+    for node in layout.nodes:
+        backend = backends.get(node.memdev or "")
+        if backend is None or not backend.host_nodes:
+            return []
+        started = sum(1 for vcpu in node.cpus if vcpu < layout.smp.cpus)
+        shares.append((backend.host_nodes, started, backend.size_mib))
+    bound = [b for b in layout.backends if b.host_nodes]
+    if not layout.nodes and len(bound) == 1 and bound[0].host_nodes:
+        shares = [(bound[0].host_nodes, layout.smp.cpus, layout.memory_mib)]
+    return shares
+
+
+def _add_shares(usage: dict[int, NodeUsage], shares: Shares) -> None:
+    for hosts, vcpus, memory in shares:
+        for host in hosts:
+            entry = usage.setdefault(host, NodeUsage())
+            entry.vcpus += ceil(vcpus / len(hosts))
+            entry.memory_mib += memory // len(hosts)
+
+
+def usage_of_layouts(layouts: Iterable[GuestLayout]) -> tuple[dict[int, NodeUsage], list[str]]:
+    """vCPUs and memory running sandboxes bind to each host node, from their QEMU arguments
+    (`bound_shares`). Sandboxes without such bindings are not counted, with a note."""
     usage: dict[int, NodeUsage] = {}
     notes: list[str] = []
     for layout in layouts:
-        backends = {backend.id: backend for backend in layout.backends}
-        shares: list[tuple[CpuSet, int, int]] = []
-        for node in layout.nodes:
-            backend = backends.get(node.memdev or "")
-            if backend is None or not backend.host_nodes:
-                shares = []
-                break
-            started = sum(1 for vcpu in node.cpus if vcpu < layout.smp.cpus)
-            shares.append((backend.host_nodes, started, backend.size_mib))
-        bound = [b for b in layout.backends if b.host_nodes]
-        if not layout.nodes and len(bound) == 1 and bound[0].host_nodes:
-            shares = [(bound[0].host_nodes, layout.smp.cpus, layout.memory_mib)]
+        shares = bound_shares(layout)
         if not shares:
             notes.append(f"sandbox {layout.name or '?'} has no host-nodes binding: not counted")
-            continue
-        for hosts, vcpus, memory in shares:
-            for host in hosts:
-                entry = usage.setdefault(host, NodeUsage())
-                entry.vcpus += ceil(vcpus / len(hosts))
-                entry.memory_mib += memory // len(hosts)
+        _add_shares(usage, shares)
     return usage, notes
+
+
+def usage_of_sandboxes(
+    proc_root: Path, sandboxes: Iterable[Sandbox], topology: HostTopology
+) -> tuple[dict[int, NodeUsage], list[str]]:
+    """Like `usage_of_layouts`, and a sandbox without host-nodes bindings counts on the host
+    node its vCPU threads may run on (`/proc/<pid>/task/<tid>/status` Cpus_allowed_list inside
+    one node: pinned there, or the host has one node), with a note."""
+    usage: dict[int, NodeUsage] = {}
+    notes: list[str] = []
+    for sandbox in sandboxes:
+        shares = bound_shares(sandbox.layout)
+        if not shares:
+            shares, note = held_shares(proc_root, sandbox, topology)
+            notes.append(note)
+        _add_shares(usage, shares)
+    return usage, notes
+
+
+def held_shares(proc_root: Path, sandbox: Sandbox, topology: HostTopology) -> tuple[Shares, str]:
+    """vCPUs of an unbound sandbox on each host node whose CPUs hold all the allowed CPUs of an
+    identified vCPU thread; its memory is taken to be where its vCPUs are (the kernel allocates
+    a page on the node of the thread that first touches it). One reading: no waiting for vCPU
+    threads that do not exist yet."""
+    layout = sandbox.layout
+    about = f"sandbox {sandbox.sandbox_id} has no host-nodes binding"
+    try:
+        binary = sandbox.argv[0] if sandbox.argv else ""
+        scan = scan_vcpus(proc_root, sandbox.pid, layout.smp, binary)
+    except (ProcessGone, SysfsError) as exc:
+        return [], f"{about} and its vCPU threads cannot be read ({exc}): not counted"
+    allowed = {task.tid: task.cpus_allowed for task in scan.tasks}
+    per_node: dict[int, int] = {}
+    for tid in scan.vcpus.values():
+        cpus = allowed.get(tid)
+        inside = [n.id for n in topology.nodes if cpus and n.cpus and cpus.issubset(n.cpus)]
+        if len(inside) == 1:
+            per_node[inside[0]] = per_node.get(inside[0], 0) + 1
+    if not per_node:
+        return [], f"{about} and no vCPU thread of it is held inside one host node: not counted"
+    counted = sum(per_node.values())
+    shares = [
+        (CpuSet([node]), vcpus, layout.memory_mib * vcpus // counted)
+        for node, vcpus in sorted(per_node.items())
+    ]
+    where = ", ".join(
+        f"{vcpus} vCPUs on host node {node}" for node, vcpus in sorted(per_node.items())
+    )
+    return shares, (
+        f"{about}: counted where its vCPU threads may run ({where}: their allowed CPUs lie "
+        f"there), its {layout.memory_mib} MiB taken to be with them"
+    )
 
 
 def host_nodes(topology: HostTopology, usage: dict[int, NodeUsage]) -> list[PlanHostNode]:
@@ -136,7 +230,9 @@ def resolve_vfio(spec: str, topology: HostTopology) -> tuple[str, int | None]:
             node = int(node_text)
         except ValueError:
             raise UsageError(f"--vfio {spec!r}: the node after @ must be a number") from None
-        return bdf, None if node < 0 else node
+        if node < 0:
+            return bdf, None
+        return bdf, check_host_node(node, topology, f"--vfio {spec!r}")
     for device in topology.pci_devices:
         if device.bdf == bdf:
             return bdf, device.numa_node
@@ -156,6 +252,8 @@ class PlanInput:
     mapping: list[str] | None = None
     vfio: list[str] = field(default_factory=list)
     hugepage_kib: int | None = None
+    #: hugetlbfs mount of the huge pages; None: the usual one for the page size.
+    hugepage_path: str | None = None
     shared: bool = False
     prealloc: bool = False
     confidential: bool = False
@@ -198,11 +296,16 @@ def make_plan(
     usage: dict[int, NodeUsage],
     notes: Sequence[str] = (),
 ) -> PlanResult:
-    """Combine command line, configuration and usage, and run the planner."""
+    """Combine command line, configuration and usage, and run the planner.
+
+    Raises UsageError for a bad command-line value and ConfigError for a bad value of the Kata
+    configuration that the plan would use (`kataconfig.value_problems`), each naming it."""
     decisions = list(notes)
     warnings: list[str] = []
+    if config is not None:
+        _refuse_bad_values(value_problems(config, topology), wish)
     get = (lambda section, key: config.get(section, key)) if config else _defaults
-    vcpus = wish.vcpus if wish.vcpus is not None else ceil(get(QEMU, "default_vcpus"))
+    vcpus = _vcpus(wish, get(QEMU, "default_vcpus"), decisions)
     memory = wish.memory_mib if wish.memory_mib is not None else get(QEMU, "default_memory")
     max_vcpus = _max_vcpus(wish, vcpus, get(QEMU, "default_maxvcpus"), decisions)
     mapping = wish.mapping
@@ -262,9 +365,52 @@ def _defaults(section: str, key: str) -> Any:
     return _KATA_DEFAULTS[key]
 
 
+#: What the command line overrides: a bad configuration value under it does not matter here.
+_OVERRIDES = {
+    "default_vcpus": "vcpus",
+    "default_memory": "memory_mib",
+    "default_maxvcpus": "max_vcpus",
+    "numa_mapping": "mapping",
+    "enable_hugepages": "hugepage_kib",
+}
+
+
+def _refuse_bad_values(problems: Iterable[Problem], wish: PlanInput) -> None:
+    """Refuse a plan built on a wrong value: it could not say what Kata would start."""
+    wrong = [
+        p
+        for p in problems
+        if p.level == "error"
+        and p.key in _KATA_DEFAULTS
+        and getattr(wish, _OVERRIDES.get(p.key, ""), None) is None
+    ]
+    if wrong:
+        listed = "; ".join(f"{p.path or 'Kata configuration'}: {p.message}" for p in wrong)
+        raise ConfigError(
+            f"{listed}; fix the Kata configuration (kata-numa check-config shows all of it)",
+            path=str(wrong[0].path or ""),
+            key=wrong[0].key,
+        )
+
+
+def _vcpus(wish: PlanInput, configured: float, decisions: list[str]) -> int:
+    if wish.vcpus is not None:
+        return check_vcpus(wish.vcpus, "--vcpus")
+    if configured == 0:
+        decisions.append("default_vcpus = 0: Kata starts 1 vCPU")
+        return 1
+    return ceil(configured)
+
+
 def _max_vcpus(wish: PlanInput, vcpus: int, configured: int, decisions: list[str]) -> int:
     if wish.max_vcpus is not None:
-        return wish.max_vcpus
+        return check_vcpus(wish.max_vcpus, "--max-vcpus")
+    if configured > MAX_VCPUS:
+        decisions.append(
+            f"default_maxvcpus {configured} is more than the {MAX_VCPUS} vCPUs QEMU's q35 "
+            f"machine takes: max vCPUs {MAX_VCPUS} (Kata, too, caps it)"
+        )
+        return MAX_VCPUS
     if configured >= vcpus:
         decisions.append(f"max vCPUs {configured} from default_maxvcpus")
         return configured
@@ -275,19 +421,41 @@ def _max_vcpus(wish: PlanInput, vcpus: int, configured: int, decisions: list[str
     return vcpus
 
 
+def page_size_text(page_kib: int) -> str:
+    """`2M`, `1G`: a huge page size as hugetlbfs's `pagesize=` takes it."""
+    return f"{page_kib >> 20}G" if page_kib % (1 << 20) == 0 else f"{page_kib >> 10}M"
+
+
+def hugetlbfs_mount(page_kib: int) -> str:
+    """Where a hugetlbfs of that page size is usually mounted: `/dev/hugepages` for the default
+    2 MiB pages (systemd mounts it), `/dev/hugepages1G` and so on for other sizes."""
+    if page_kib == DEFAULT_HUGEPAGE_KIB:
+        return HUGEPAGES_PATH
+    return f"{HUGEPAGES_PATH}{page_size_text(page_kib)}"
+
+
 def _backend(wish: PlanInput, get: Any, decisions: list[str]) -> dict[str, Any]:
     hugepage_kib = wish.hugepage_kib
+    why = "--hugepages"
     if hugepage_kib is None and get(QEMU, "enable_hugepages"):
         hugepage_kib = DEFAULT_HUGEPAGE_KIB
-        decisions.append(
-            f"enable_hugepages: {DEFAULT_HUGEPAGE_KIB} KiB huge pages on "
-            f"{HUGEPAGES_PATH} (name another size with --hugepages)"
+        why = "enable_hugepages (name another size with --hugepages)"
+    if hugepage_kib is None and wish.hugepage_path is not None:
+        raise UsageError(
+            f"--hugepages-path {wish.hugepage_path!r} needs huge pages: add --hugepages SIZE"
         )
     shared = wish.shared or get(QEMU, "shared_fs") in SHARED_FS
     prealloc = wish.prealloc or bool(get(QEMU, "enable_mem_prealloc"))
     if hugepage_kib is not None:
+        path = wish.hugepage_path or hugetlbfs_mount(hugepage_kib)
+        size = page_size_text(hugepage_kib)
+        decisions.append(
+            f"{why}: huge pages of {size} ({hugepage_kib} KiB) from the hugetlbfs mounted at "
+            f"{path}, which must exist (mount -t hugetlbfs -o pagesize={size} none {path}); "
+            "name another mount with --hugepages-path"
+        )
         return {
-            "mem_path": HUGEPAGES_PATH,
+            "mem_path": path,
             "hugepage_kib": hugepage_kib,
             "share": True,
             "prealloc": True,

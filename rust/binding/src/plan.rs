@@ -207,6 +207,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PlannedDevice>()?;
     m.add_class::<Plan>()?;
     m.add("SKIP_WARNING", plan::SKIP_WARNING)?;
+    m.add("MAX_VCPUS", plan::MAX_VCPUS)?;
+    m.add("MAX_MEMORY_MIB", plan::MAX_MEMORY_MIB)?;
+    m.add("MAX_NUMA_NODES", plan::MAX_NUMA_NODES)?;
     m.add_function(wrap_pyfunction!(plan_guest, m)?)?;
     Ok(())
 }

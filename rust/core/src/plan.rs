@@ -21,10 +21,20 @@
 //!   whose host nodes have no memory gets none; the remainder of the page rounding goes to the
 //!   largest node. vCPUs are split in proportion to host CPUs (largest remainders, at least one
 //!   per node with CPUs).
+//! * Capacity: a host node holds a sandbox when its CPUs not dedicated to other sandboxes and
+//!   its memory not committed to other sandboxes (MemTotal minus what their memory backends
+//!   bind there) are at least the sandbox's. `MemFree` is a reading of this moment that leaves
+//!   out page cache the kernel can reclaim: it only orders the nodes that hold the sandbox and,
+//!   when it is short of the memory bound there, gives a warning that says `MemFree`.
+//! * QEMU's limits (those of the QEMU 7.2 of Debian bookworm): at most `MAX_VCPUS` vCPUs (the
+//!   `cpu-max` of its q35 machine), at most `MAX_NUMA_NODES` guest nodes, and host-nodes
+//!   numbers below `MAX_NUMA_NODES`. A flat guest that would be bound to host nodes from 128
+//!   up stays unbound, with a warning; a guest node that would be is refused.
 
 use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
 use crate::qemu::Smp;
+use crate::vcpu::x86_apic_id;
 use std::fmt::Write as _;
 
 /// The warning Kata's Go runtime prints when a sandbox has fewer vCPUs than guest nodes.
@@ -42,8 +52,18 @@ const LAST_BUS: u32 = 255;
 /// Chassis numbers of our root ports start here, apart from the low numbers of root ports a
 /// launcher adds itself (each chassis/slot pair must be unique).
 const FIRST_CHASSIS: u32 = 100;
-/// QEMU's MAX_NODES.
-const MAX_GUEST_NODES: usize = 128;
+/// QEMU's MAX_NODES: guest NUMA nodes, and the bound on host node numbers a memory backend's
+/// `host-nodes` takes (`Invalid host-nodes value` from there up).
+pub const MAX_NUMA_NODES: u32 = 128;
+/// The most vCPUs (`maxcpus`) QEMU takes for the q35 machine: its `cpu-max` in QEMU 7.2.
+pub const MAX_VCPUS: u32 = 288;
+/// Guest memory above this (1 EiB) is a typing error, not a plan.
+pub const MAX_MEMORY_MIB: u64 = 1 << 40;
+/// APIC IDs above this need x2APIC: QEMU starts such a guest only under KVM with the
+/// in-kernel irqchip (`requires kernel irqchip and X2APIC API support` otherwise).
+const MAX_XAPIC_ID: u32 = 254;
+/// Reasons a sentence lists before it says how many more there are.
+const SHOWN_REASONS: usize = 8;
 /// Linux drops NUMA nodes smaller than this (NODE_MIN_SIZE on x86).
 const GUEST_NODE_MIN_MIB: u64 = 4;
 
@@ -55,7 +75,7 @@ pub struct HostNode {
     pub cpus: CpuSet,
     /// `MemTotal` of `nodeN/meminfo`, MiB; 0 for a CPU-only node.
     pub memory_mib: u64,
-    /// `MemFree`, MiB.
+    /// `MemFree`, MiB: free this moment, page cache left out (see the module notes).
     pub free_mib: u64,
     /// Distance to each host node, `(node id, distance)`; empty when unknown.
     pub distances: Vec<(u32, u32)>,
@@ -72,12 +92,13 @@ impl HostNode {
         (self.cpus.len() as u64).saturating_sub(u64::from(self.used_cpus))
     }
 
-    /// Memory not promised to other sandboxes, MiB.
+    /// Memory not committed to other sandboxes, MiB: the node's memory capacity.
     fn uncommitted_mib(&self) -> u64 {
         self.memory_mib.saturating_sub(self.used_memory_mib)
     }
 
-    /// What is free now: the lower of `MemFree` and the uncommitted memory, MiB.
+    /// What is free now: the lower of `MemFree` and the uncommitted memory, MiB; it orders the
+    /// nodes that hold a sandbox.
     fn free_now_mib(&self) -> u64 {
         self.free_mib.min(self.uncommitted_mib())
     }
@@ -225,6 +246,7 @@ pub fn plan_guest(request: &PlanRequest) -> Result<Plan> {
         ..Plan::default()
     };
     let max_vcpus = effective_max_vcpus(request, &mut plan);
+    warn_host_memory(request, &mut plan);
 
     let groups = match &request.mapping {
         Some(mapping) => explicit_groups(request, mapping, &mut plan)?,
@@ -236,13 +258,6 @@ pub fn plan_guest(request: &PlanRequest) -> Result<Plan> {
         }
     }
     let with_cpus = groups.iter().filter(|g| !node_cpus(request, g).is_empty()).count();
-    if groups.len() > MAX_GUEST_NODES {
-        return Err(plan_error(format!(
-            "{} guest nodes are more than the {MAX_GUEST_NODES} QEMU allows; group host nodes \
-             in numa_mapping",
-            groups.len()
-        )));
-    }
     if with_cpus == 0 {
         return Err(plan_error(format!(
             "no guest node has CPUs: {} hold memory only; map at least one host node with \
@@ -260,7 +275,55 @@ pub fn plan_guest(request: &PlanRequest) -> Result<Plan> {
         ));
         return finish_flat(request, max_vcpus, binding, plan);
     }
+    if groups.len() > MAX_NUMA_NODES as usize {
+        return Err(plan_error(too_many_nodes(&groups)));
+    }
     finish_numa(request, max_vcpus, &groups, plan)
+}
+
+/// The error for more guest nodes than QEMU takes, with a mapping that groups consecutive
+/// host nodes into few enough guest nodes.
+fn too_many_nodes(groups: &[CpuSet]) -> String {
+    let per_group = groups.len().div_ceil(MAX_NUMA_NODES as usize);
+    let grouped: Vec<String> = groups
+        .chunks(per_group)
+        .map(|chunk| chunk.iter().fold(CpuSet::new(), |acc, g| acc.union(g)).to_list())
+        .collect();
+    let options: Vec<String> = grouped.iter().take(2).map(|g| format!("--mapping {g}")).collect();
+    let entries: Vec<String> = grouped.iter().take(2).map(|g| format!("\"{g}\"")).collect();
+    format!(
+        "{} guest nodes are more than the {MAX_NUMA_NODES} QEMU takes; group host nodes, {} \
+         host nodes to a guest node: {} … (numa_mapping [{}, …])",
+        groups.len(),
+        per_group,
+        options.join(" "),
+        entries.join(", ")
+    )
+}
+
+/// A guest larger than all the host's memory can only start with overcommit.
+fn warn_host_memory(request: &PlanRequest, plan: &mut Plan) {
+    let total: u64 = request.host.iter().map(|n| n.memory_mib).sum();
+    if request.memory_mib > total {
+        plan.warnings.push(format!(
+            "the guest's {} MiB is more than the host's {total} MiB of memory in all: it runs \
+             only with memory overcommit and cannot have all of it",
+            request.memory_mib
+        ));
+    }
+}
+
+/// `-smp` whose highest APIC ID needs x2APIC (see `MAX_XAPIC_ID`).
+fn warn_apic_ids(plan: &mut Plan) {
+    let smp = &plan.smp;
+    let highest = x86_apic_id(smp.maxcpus.saturating_sub(1), smp);
+    if highest > MAX_XAPIC_ID {
+        plan.warnings.push(format!(
+            "the highest APIC ID of this -smp is {highest}, above {MAX_XAPIC_ID}: QEMU starts it \
+             only under KVM with the in-kernel irqchip and x2APIC (it refuses it under TCG), \
+             and the guest kernel needs x2APIC"
+        ));
+    }
 }
 
 fn check_request(request: &PlanRequest) -> Result<()> {
@@ -274,6 +337,19 @@ fn check_request(request: &PlanRequest) -> Result<()> {
     if request.vcpus == 0 {
         return Err(plan_error("a sandbox needs at least 1 vCPU, got 0"));
     }
+    if request.vcpus > MAX_VCPUS {
+        return Err(plan_error(format!(
+            "{} vCPUs are more than the {MAX_VCPUS} QEMU's q35 machine takes",
+            request.vcpus
+        )));
+    }
+    if !request.confidential && request.max_vcpus > MAX_VCPUS {
+        return Err(plan_error(format!(
+            "max vCPUs {} is more than the {MAX_VCPUS} QEMU's q35 machine takes; lower max \
+             vCPUs (default_maxvcpus)",
+            request.max_vcpus
+        )));
+    }
     if request.max_vcpus < request.vcpus {
         return Err(plan_error(format!(
             "max vCPUs {} is below the {} vCPUs to start; raise max vCPUs (default_maxvcpus)",
@@ -282,6 +358,12 @@ fn check_request(request: &PlanRequest) -> Result<()> {
     }
     if request.memory_mib == 0 {
         return Err(plan_error("a sandbox needs memory, got 0 MiB"));
+    }
+    if request.memory_mib > MAX_MEMORY_MIB {
+        return Err(plan_error(format!(
+            "memory {} MiB is more than 2^40 MiB: not a size a guest can have",
+            request.memory_mib
+        )));
     }
     let page = request.backend.page_mib();
     if !request.memory_mib.is_multiple_of(page) {
@@ -428,12 +510,13 @@ fn misfit(request: &PlanRequest, max_vcpus: u32, node: &HostNode) -> Option<Stri
     let by_size = request.policy == Policy::First;
     let cpus = if by_size { node.cpus.len() as u64 } else { node.free_cpus() };
     let memory = if by_size { node.memory_mib } else { node.uncommitted_mib() };
-    let free = if by_size { "" } else { "free " };
     if cpus < u64::from(max_vcpus) {
+        let free = if by_size { "" } else { "free " };
         return Some(format!("{cpus} {free}CPUs for {max_vcpus} vCPUs"));
     }
     if memory < request.memory_mib {
-        return Some(format!("{memory} MiB {free}memory for {} MiB", request.memory_mib));
+        let what = if by_size { "of memory" } else { "not committed to other sandboxes" };
+        return Some(format!("{memory} MiB {what} for {} MiB", request.memory_mib));
     }
     if let Some((kib, needed)) = pages_needed(&request.backend, request.memory_mib) {
         let free_pages = node.free_pages(kib);
@@ -483,7 +566,7 @@ fn right_size(
         .map(|id| host_node(request, id))
         .filter(|n| device_nodes.is_empty() || device_nodes.contains(n.id))
         .collect();
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     let mut fitting = Vec::new();
     for node in candidates {
         match misfit(request, max_vcpus, node) {
@@ -505,36 +588,71 @@ fn right_size(
         };
         plan.decisions.push(format!(
             "the sandbox ({size}) does not fit {place} ({}): it keeps all {} guest nodes",
-            reasons.join("; "),
+            some_reasons(&reasons),
             groups.len()
         ));
         return None;
     };
-    let why = match (device_nodes.first(), request.policy) {
-        (Some(dev), _) => format!("the host node of its VFIO devices ({dev})"),
-        (None, Policy::First) => "the lowest-numbered node that holds it (policy first, \
-                                  Kata's choice)"
-            .to_string(),
-        (None, Policy::MostFree) => format!(
-            "the one with the most free capacity ({} free CPUs, {})",
+    plan.decisions.push(fit_sentence(request, &size, node, device_nodes.first(), &reasons));
+    Some([node.id].into_iter().collect())
+}
+
+/// Why the sandbox went to `node`, in the words `misfit` and `warn_memory` use.
+fn fit_sentence(
+    request: &PlanRequest,
+    size: &str,
+    node: &HostNode,
+    device_node: Option<u32>,
+    reasons: &[String],
+) -> String {
+    let room = match (request.policy, request.backend.hugepage_kib) {
+        (Policy::First, _) => {
+            format!("{} CPUs, {} MiB of memory", node.cpus.len(), node.memory_mib)
+        }
+        (Policy::MostFree, Some(kib)) => format!(
+            "{} free CPUs, {} MiB not committed to other sandboxes, {} free {kib} KiB huge pages",
             node.free_cpus(),
-            match request.backend.hugepage_kib {
-                Some(kib) => format!("{} free {kib} KiB huge pages", node.free_pages(kib)),
-                None => format!("{} MiB free", node.free_now_mib()),
-            }
+            node.uncommitted_mib(),
+            node.free_pages(kib)
+        ),
+        (Policy::MostFree, None) => format!(
+            "{} free CPUs, {} MiB not committed to other sandboxes",
+            node.free_cpus(),
+            node.uncommitted_mib()
+        ),
+    };
+    let why = match (device_node, request.policy, request.backend.hugepage_kib) {
+        (Some(dev), _, _) => format!("it is the host node of its VFIO devices ({dev})"),
+        (None, Policy::First, _) => {
+            "it is the lowest-numbered node that holds it (policy first, Kata's choice)".to_string()
+        }
+        (None, Policy::MostFree, Some(_)) => {
+            "of the nodes that hold it, it has the most free CPUs, then free huge pages".to_string()
+        }
+        (None, Policy::MostFree, None) => format!(
+            "of the nodes that hold it, it has the most free CPUs, then memory free now ({} MiB)",
+            node.free_now_mib()
         ),
     };
     let passed_over = if reasons.is_empty() {
         String::new()
     } else {
-        format!(" (passed over: {})", reasons.join("; "))
+        format!(" (passed over: {})", some_reasons(reasons))
     };
-    plan.decisions.push(format!(
-        "the sandbox ({size}) fits host node {}, {why}: the guest stays flat, bound to \
-         it{passed_over}",
+    format!(
+        "the sandbox ({size}) fits host node {} ({room}); {why}: the guest stays flat, bound \
+         to it{passed_over}",
         node.id
-    ));
-    Some([node.id].into_iter().collect())
+    )
+}
+
+/// The first few reasons, then how many more there are.
+fn some_reasons(reasons: &[String]) -> String {
+    let mut text = reasons.iter().take(SHOWN_REASONS).cloned().collect::<Vec<_>>().join("; ");
+    if reasons.len() > SHOWN_REASONS {
+        let _ = write!(text, "; and {} more", reasons.len() - SHOWN_REASONS);
+    }
+    text
 }
 
 fn flat_smp(vcpus: u32, max_vcpus: u32) -> Smp {
@@ -555,13 +673,20 @@ fn finish_flat(
     binding: CpuSet,
     mut plan: Plan,
 ) -> Result<Plan> {
-    let memory_nodes: CpuSet =
+    let mut memory_nodes: CpuSet =
         nodes_of(request, &binding).iter().filter(|n| n.memory_mib > 0).map(|n| n.id).collect();
     check_hugepages(request, "the guest", &memory_nodes, request.memory_mib)?;
     if memory_nodes.is_empty() {
         plan.warnings.push(format!(
-            "host nodes {binding} have no memory: the guest memory is not bound to a node"
+            "host nodes {binding} have no memory: the guest memory is not bound to a node; {}",
+            memory_hint(request, std::slice::from_ref(&binding))
         ));
+    } else if memory_nodes.last().is_some_and(|id| id >= MAX_NUMA_NODES) {
+        plan.warnings.push(format!(
+            "the guest memory would be bound to host nodes {memory_nodes}, but QEMU's \
+             host-nodes takes node numbers below {MAX_NUMA_NODES} only: it is left unbound"
+        ));
+        memory_nodes = CpuSet::new();
     } else {
         warn_memory(request, &mut plan, "the guest", &memory_nodes, request.memory_mib);
     }
@@ -569,6 +694,7 @@ fn finish_flat(
     plan.smp = flat_smp(request.vcpus, max_vcpus);
     plan.host_nodes = binding;
     plan.flat_memory_nodes = memory_nodes;
+    warn_apic_ids(&mut plan);
     place_devices(request, &mut plan)?;
     Ok(plan)
 }
@@ -604,15 +730,26 @@ fn warn_overcommit(request: &PlanRequest, plan: &mut Plan, what: &str, group: &C
     }
 }
 
+/// Memory bound beyond the nodes' capacity (what other sandboxes have not committed), else
+/// beyond `MemFree`: one warning, in the words of the capacity notes.
 fn warn_memory(request: &PlanRequest, plan: &mut Plan, what: &str, nodes: &CpuSet, mib: u64) {
     if request.backend.hugepage_kib.is_some() {
         return;
     }
-    let free: u64 = nodes_of(request, nodes).iter().map(|n| n.free_now_mib()).sum();
-    if mib > free {
+    let bound = nodes_of(request, nodes);
+    let uncommitted: u64 = bound.iter().map(|n| n.uncommitted_mib()).sum();
+    let free_now: u64 = bound.iter().map(|n| n.free_mib).sum();
+    if mib > uncommitted {
         plan.warnings.push(format!(
-            "{what} binds {mib} MiB to {}, which has {free} MiB free (after other \
-             sandboxes)",
+            "{what} binds {mib} MiB to {}, which has {uncommitted} MiB not committed to other \
+             sandboxes",
+            hosts(nodes)
+        ));
+    } else if mib > free_now {
+        plan.warnings.push(format!(
+            "{what} binds {mib} MiB to {}: that much is not committed to other sandboxes, but \
+             only {free_now} MiB is free now (MemFree); the rest has to come from page cache \
+             the kernel reclaims, or from swap",
             hosts(nodes)
         ));
     }
@@ -736,6 +873,13 @@ fn finish_numa(
         let what = format!("guest node {guest}");
         let with_memory: CpuSet =
             nodes_of(request, group).iter().filter(|n| n.memory_mib > 0).map(|n| n.id).collect();
+        if let Some(high) = with_memory.last().filter(|&id| id >= MAX_NUMA_NODES) {
+            return Err(plan_error(format!(
+                "{what} would have its memory bound to host node {high}, but QEMU's host-nodes \
+                 takes node numbers below {MAX_NUMA_NODES} only; map host nodes below \
+                 {MAX_NUMA_NODES}"
+            )));
+        }
         check_hugepages(request, &what, &with_memory, memory[guest])?;
         warn_overcommit(request, &mut plan, &what, group, counts[guest]);
         if memory[guest] > 0 {
@@ -751,6 +895,7 @@ fn finish_numa(
     }
     warn_boot_vcpus(request, &mut plan);
     plan.smp = smp;
+    warn_apic_ids(&mut plan);
     plan.host_nodes = groups.iter().fold(CpuSet::new(), |acc, g| acc.union(g));
     plan.distances = guest_distances(request, groups, &mut plan);
     place_devices(request, &mut plan)?;
@@ -816,8 +961,9 @@ fn split_memory(
     let holders = weights.iter().filter(|&&w| w > 0).count() as u64;
     if holders == 0 {
         return Err(plan_error(format!(
-            "no guest node has host memory behind it (host nodes {} have none)",
-            groups.iter().fold(CpuSet::new(), |acc, g| acc.union(g))
+            "no guest node has host memory behind it (host nodes {} have none); {}",
+            groups.iter().fold(CpuSet::new(), |acc, g| acc.union(g)),
+            memory_hint(request, groups)
         )));
     }
     let page = request.backend.page_mib();
@@ -849,6 +995,39 @@ fn split_memory(
     Ok(sizes)
 }
 
+/// A mapping that gives each group without memory the host node with memory nearest to it
+/// (by the distance from its lowest node; the lowest ID on ties and when distances are unknown).
+fn memory_hint(request: &PlanRequest, groups: &[CpuSet]) -> String {
+    let with_memory: Vec<&HostNode> = request.host.iter().filter(|n| n.memory_mib > 0).collect();
+    if with_memory.is_empty() {
+        return "no host node has memory".to_string();
+    }
+    let entries: Vec<String> = groups
+        .iter()
+        .map(|group| {
+            if node_memory_mib(request, group) > 0 {
+                return group.to_list();
+            }
+            let from = host_node(request, group.first().unwrap_or(0));
+            let nearest = with_memory
+                .iter()
+                .min_by_key(|n| (from.distance_to(n.id).unwrap_or(u32::MAX), n.id))
+                .map_or(0, |n| n.id);
+            let mut grouped = group.clone();
+            grouped.insert(nearest);
+            grouped.to_list()
+        })
+        .collect();
+    let quoted: Vec<String> = entries.iter().map(|e| format!("\"{e}\"")).collect();
+    let options: Vec<String> = entries.iter().map(|e| format!("--mapping {e}")).collect();
+    format!(
+        "the host's memory is on nodes without CPUs: group each CPU node with a memory node, \
+         e.g. numa_mapping [{}] ({})",
+        quoted.join(", "),
+        options.join(" ")
+    )
+}
+
 fn warn_boot_vcpus(request: &PlanRequest, plan: &mut Plan) {
     let idle: Vec<String> = plan
         .nodes
@@ -874,15 +1053,31 @@ fn guest_distances(request: &PlanRequest, groups: &[CpuSet], plan: &mut Plan) ->
             if i == j {
                 continue;
             }
-            *cell = match host_node(request, lowest[i]).distance_to(lowest[j]) {
+            let (from, to) = (lowest[i], lowest[j]);
+            *cell = match host_node(request, from).distance_to(to) {
                 Some(d) if d > LOCAL_DISTANCE => d,
-                Some(_) => {
+                _ if from == to => {
                     plan.warnings.push(format!(
-                        "guest nodes {i} and {j} both start at host node {}: distance 11, \
-                         because guest kernels reject remote distances of 10 or less",
-                        lowest[i]
+                        "guest nodes {i} and {j} both start at host node {from}: distance 11, \
+                         because guest kernels reject remote distances of 10 or less"
                     ));
                     LOCAL_DISTANCE + 1
+                }
+                Some(LOCAL_DISTANCE) => {
+                    plan.warnings.push(format!(
+                        "host nodes {from} and {to} are at distance 10, the local distance: \
+                         guest nodes {i} → {j} get 11, because guest kernels reject remote \
+                         distances of 10 or less"
+                    ));
+                    LOCAL_DISTANCE + 1
+                }
+                Some(d) => {
+                    plan.warnings.push(format!(
+                        "the distance from host node {from} to host node {to} is {d}, which is \
+                         invalid (below the local distance 10; see node{from}/distance): guest \
+                         nodes {i} → {j} get {REMOTE_DISTANCE}, as for an unknown distance"
+                    ));
+                    REMOTE_DISTANCE
                 }
                 None => {
                     plan.warnings.push(format!(
@@ -1337,6 +1532,139 @@ mod tests {
         let want = "memory-backend-file,id=numa-mem0,size=1024M,mem-path=/dev/hugepages,\
                     host-nodes=0,policy=bind,share=on,prealloc=on";
         assert!(args.contains(want), "{args}");
+    }
+
+    #[test]
+    fn qemu_limits_are_refused_with_the_limit() {
+        let cases: &[(&str, u32, u32, u64, bool, &str)] = &[
+            ("vcpus", MAX_VCPUS + 1, MAX_VCPUS + 1, 4096, false, "289 vCPUs are more than the 288"),
+            ("max vcpus", 4, MAX_VCPUS + 1, 4096, false, "max vCPUs 289 is more than the 288"),
+            ("memory", 4, 4, MAX_MEMORY_MIB + 1, false, "is more than 2^40 MiB"),
+        ];
+        for (name, vcpus, max_vcpus, memory, confidential, needle) in cases {
+            let mut req = request(host(&[300, 300]), *vcpus, *memory);
+            req.max_vcpus = *max_vcpus;
+            req.confidential = *confidential;
+            let err = plan_guest(&req).unwrap_err().to_string();
+            assert!(err.contains(needle), "{name}: {err}");
+        }
+        let mut req = request(host(&[4, 4]), 4, 1024);
+        req.max_vcpus = 1000;
+        req.confidential = true;
+        assert_eq!(plan_guest(&req).unwrap().smp.maxcpus, 4, "confidential: max vCPUs unused");
+    }
+
+    #[test]
+    fn more_host_nodes_than_qemu_takes() {
+        let many = |n: usize| -> Vec<HostNode> {
+            let mut nodes = host(&vec![1; n]);
+            nodes.iter_mut().for_each(|node| node.distances.clear());
+            nodes
+        };
+        let plan = plan_guest(&request(many(1024), 4, 1024)).unwrap();
+        assert!(plan.is_flat());
+        assert!(plan.warnings.contains(&SKIP_WARNING.to_string()), "{:?}", plan.warnings);
+        assert!(plan.flat_memory_nodes.is_empty(), "host-nodes from 128 up cannot be bound");
+        assert!(!plan.qemu_args().iter().any(|a| a.contains("host-nodes")));
+        assert!(
+            plan.decisions.iter().any(|d| d.contains("; and 1016 more")),
+            "{:?}",
+            plan.decisions
+        );
+        round_trip(&plan);
+
+        let err = plan_guest(&request(many(200), 200, 4096)).unwrap_err().to_string();
+        assert!(err.contains("200 guest nodes are more than the 128"), "{err}");
+        assert!(err.contains("--mapping 0-1 --mapping 2-3"), "{err}");
+
+        let mut req = request(many(130), 2, 1024);
+        req.mapping = mapping(&["0", "129"]);
+        let err = plan_guest(&req).unwrap_err().to_string();
+        assert!(err.contains("host node 129, but QEMU's host-nodes takes node numbers below 128"));
+    }
+
+    #[test]
+    fn fitting_and_memory_warnings_use_one_notion_of_capacity() {
+        // Node 0: 2048 MiB, 1024 MiB free now; node 1 the same with 1024 MiB committed.
+        let mut nodes = host(&[1, 1]);
+        for node in &mut nodes {
+            (node.memory_mib, node.free_mib) = (2048, 1024);
+        }
+        let plan = plan_guest(&request(nodes.clone(), 1, 1500)).unwrap();
+        let fit = plan.decisions.iter().find(|d| d.contains("fits host node 0")).unwrap();
+        assert!(fit.contains("2048 MiB not committed to other sandboxes"), "{fit}");
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].contains("only 1024 MiB is free now (MemFree)"));
+
+        nodes[0].used_memory_mib = 1024;
+        let plan = plan_guest(&request(nodes.clone(), 1, 1500)).unwrap();
+        let fit = plan.decisions.iter().find(|d| d.contains("fits host node 1")).unwrap();
+        assert!(fit.contains("node 0: 1024 MiB not committed to other sandboxes for 1500 MiB"));
+
+        let mut req = request(nodes, 1, 1500);
+        req.vfio = vec![VfioDevice { bdf: "0000:3b:00.0".into(), host_node: Some(0) }];
+        req.mapping = mapping(&["0"]);
+        let plan = plan_guest(&req).unwrap();
+        let want = "binds 1500 MiB to host node 0, which has 1024 MiB not committed to other \
+                    sandboxes";
+        assert!(plan.warnings.iter().any(|w| w.contains(want)), "{:?}", plan.warnings);
+        assert!(!plan.warnings.iter().any(|w| w.contains("MemFree")), "one warning, not two");
+    }
+
+    #[test]
+    fn host_memory_total_exceeded_is_warned() {
+        let plan = plan_guest(&request(host(&[4, 4]), 8, 16385)).unwrap();
+        assert!(plan.warnings.iter().any(|w| w.contains("more than the host's 16384 MiB")));
+        let plan = plan_guest(&request(host(&[4, 4]), 8, 16384)).unwrap();
+        assert!(!plan.warnings.iter().any(|w| w.contains("host's")), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn memory_on_cpu_less_nodes_gets_a_mapping_hint() {
+        let mut nodes = host(&[2, 2, 0, 0]);
+        let rows = [[10, 20, 11, 17], [20, 10, 17, 11], [11, 17, 10, 20], [17, 11, 20, 10]];
+        for (node, row) in nodes.iter_mut().zip(rows) {
+            node.memory_mib = if node.cpus.is_empty() { 8192 } else { 0 };
+            node.distances = row.iter().enumerate().map(|(j, &d)| (j as u32, d)).collect();
+        }
+        let err = plan_guest(&request(nodes.clone(), 4, 2048)).unwrap_err().to_string();
+        assert!(err.contains("numa_mapping [\"0,2\", \"1,3\"] (--mapping 0,2 --mapping 1,3)"));
+        // One vCPU for two guest nodes: flat over nodes 0-1, which have no memory to bind.
+        let plan = plan_guest(&request(nodes, 1, 2048)).unwrap();
+        assert!(plan.warnings.iter().any(|w| w.contains("numa_mapping [\"0-2\"]")));
+    }
+
+    #[test]
+    fn host_distances_of_10_or_less_say_why() {
+        let cases: &[(u32, u32, &str)] = &[
+            (0, REMOTE_DISTANCE, "host node 0 to host node 1 is 0, which is invalid"),
+            (9, REMOTE_DISTANCE, "host node 0 to host node 1 is 9, which is invalid"),
+            (10, 11, "host nodes 0 and 1 are at distance 10, the local distance"),
+        ];
+        for (distance, guest, needle) in cases {
+            let mut nodes = host(&[4, 4]);
+            nodes[0].distances = vec![(0, 10), (1, *distance)];
+            nodes[1].distances = vec![(0, *distance), (1, 10)];
+            let plan = plan_guest(&request(nodes, 8, 2048)).unwrap();
+            assert_eq!(plan.distances, vec![vec![10, *guest], vec![*guest, 10]]);
+            assert!(plan.warnings.iter().any(|w| w.contains(needle)), "{:?}", plan.warnings);
+            assert!(!plan.warnings.iter().any(|w| w.contains("both start at")));
+        }
+        let mut req = request(host(&[4, 4]), 8, 2048);
+        req.mapping = mapping(&["0", "0-1"]);
+        let plan = plan_guest(&req).unwrap();
+        assert!(plan.warnings.iter().any(|w| w.contains("both start at host node 0")));
+    }
+
+    #[test]
+    fn apic_ids_over_254_are_warned() {
+        for (cpus, max_vcpus, warned) in [(&[128, 127][..], 255, false), (&[128, 128], 256, true)] {
+            let mut req = request(host(cpus), 1, 1024);
+            req.max_vcpus = max_vcpus;
+            req.mapping = mapping(&["0", "1"]);
+            let plan = plan_guest(&req).unwrap();
+            assert_eq!(plan.warnings.iter().any(|w| w.contains("x2APIC")), warned, "{max_vcpus}");
+        }
     }
 
     #[test]
