@@ -17,6 +17,8 @@ from kata_numa import CpuSet
 from kata_numa.agent import AgentOptions, run_pass
 from kata_numa.pinning import Outcome, PinResult, apply_assignment
 from kata_numa.policy import Assignment
+from kata_numa.verify import verify
+from procgen import Proc, Thread, cgroup2_mount, make_process, qemu_argv, write_mountinfo
 from qemu_proc import FAKE_EXE, FakeQemu, allowed_list, vcpu_tids
 
 FAKE_ID = f"fake-{uuid.uuid4().hex[:8]}"
@@ -211,3 +213,31 @@ def test_a_process_calling_itself_qemu_is_never_pinned(one_node_host: Path) -> N
         assert allowed_list(impostor.pid, tid) == before
     finally:
         impostor.close()
+
+
+def test_one_unreadable_sandbox_does_not_stop_the_others(tmp_path: Path) -> None:
+    """A file of one sandbox that holds what the kernel never writes (or cannot be read) skips
+    that sandbox alone, reported as not managed; the others are still placed."""
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-1")})
+    proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
+    write_mountinfo(proc, [cgroup2_mount(cgroups)])
+    (cgroups / "cgroup.controllers").parent.mkdir(parents=True)
+    (cgroups / "cgroup.controllers").write_text("cpuset\n")
+    (cgroups / "cpuset.cpus.effective").write_text("0-1\n")
+    for pid, name in ((100, "good"), (200, "odd")):
+        argv = [*qemu_argv("-smp", "1", sandbox=name)]
+        argv[2] += ",debug-threads=on"
+        threads = [Thread(pid, cpus="0-1"), Thread(pid + 1, "CPU 0/KVM", cpus="0-1")]
+        make_process(proc, Proc(pid, argv, threads, start_time=pid))
+    (proc / "200/task/201/status").write_text("Name:\tCPU 0/KVM\nCpus_allowed_list:\t0-1x\n")
+
+    options = AgentOptions(sysfs_root=host, proc_root=proc, cgroup_root=cgroups)
+
+    report = run_pass(options)
+    checked = verify(options)
+
+    assert [entry.sandbox.sandbox_id for entry in report.sandboxes] == ["good"]
+    (odd,) = [s for s in report.skipped if s.sandbox_id == "odd"]
+    assert "200/task/201/status" in odd.reason
+    assert report.failures == 1
+    assert [s.sandbox_id for s in checked.unmanaged] == ["odd"] and checked.findings >= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -46,3 +48,13 @@ def test_run_once_fails_when_no_vcpu_of_a_sandbox_can_be_identified(tmp_path: Pa
 
     assert result.returncode == 1, result.stderr
     assert "no vCPU thread identified" in result.stderr
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path: Path) -> None:
+    """`kata-numa topology --json | head -c 1` on a big host: stdout closes early."""
+    host = make_host(tmp_path / "host", {n: NodeSpec(str(n)) for n in range(256)})
+    command = f"{sys.executable} -m kata_numa topology --json --sysfs-root {host} | head -c 1"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+
+    assert "Traceback" not in result.stderr
+    assert result.stdout == "{"

@@ -251,7 +251,9 @@ EMULATOR_CASES = {
     "spare-cpus-of-own-node": (EmulatorPolicy.SPARE, on_node(0, 2), "0-7", "2-3"),
     "spare-elsewhere": (EmulatorPolicy.SPARE, on_node(0, 2), "0-1,6", "6"),
     "untouched": (EmulatorPolicy.UNTOUCHED, on_node(0, 2), "0-7", None),
-    "no-spare-cpu": (EmulatorPolicy.SPARE, on_node(0, 2), "0-1", None),
+    # Every allowed CPU holds a vCPU: the emulator threads share the node's allowed CPUs (not
+    # left on whatever spare CPU an earlier pass gave them, which another vCPU may hold now).
+    "no-spare-cpu": (EmulatorPolicy.SPARE, on_node(0, 2), "0-1", "0-1"),
 }
 
 
@@ -341,7 +343,7 @@ def test_placement_invariants(two_nodes: HostTopology, inputs: list[PlacementInp
             if a.role is Role.VCPU and not a.dedicated:
                 wanted = placement.wanted[a.vcpu_index or 0]
                 assert wanted.issubset(dedicated_here), "shares while a CPU of its node is free"
-            if a.role is Role.EMULATOR:
+            if a.role is Role.EMULATOR and a.allowed - dedicated_here:
                 assert a.cpus.isdisjoint(dedicated_here), "emulator thread on a vCPU's CPU"
 
 
@@ -388,3 +390,16 @@ def test_vcpu_with_a_missing_host_node_does_not_take_a_cpu_another_vcpu_needs(
 
     assert [a.cpus.to_list() for a in placement.vcpu_assignments] == ["1", "0"]
     assert any("host node 5" in w and "not a node of this host" in w for w in placement.warnings)
+
+
+def test_emulator_threads_leave_a_cpu_another_sandbox_now_holds(cpu_per_node: HostTopology) -> None:
+    """Sandbox a's emulator sat alone on CPU 1 (spare then); sandbox b's vCPU now holds CPU 1."""
+    a = sandbox("a", flat(1), "0-1", ["0"], start=1, emulators=2)
+    a.vcpus.others = [FakeTask(t.tid, CpuSet("1")) for t in a.vcpus.others]
+    b = sandbox("b", flat(1), "0-1", start=2)
+
+    placements = plan_placement(cpu_per_node, [a, b])
+
+    assert vcpu_masks(placements) == {"a": ["0"], "b": ["1"]}
+    emulators = [x for x in placements[0].assignments if x.role is Role.EMULATOR]
+    assert [x.cpus.to_list() for x in emulators] == ["0", "0"]

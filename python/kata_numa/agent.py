@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kata_numa._native import HostTopology
 from kata_numa.cgroups import Allowed, allowed_cpus, read_layout
-from kata_numa.errors import ProcessGone
+from kata_numa.errors import KataNumaError, ProcessGone
 from kata_numa.gpu import (
     Device,
     DeviceCheck,
@@ -112,10 +112,11 @@ class PassReport:
 
 def read_states(
     options: AgentOptions, topology: HostTopology, sandboxes: Iterable[Sandbox]
-) -> tuple[list[SandboxState], list[Sandbox]]:
-    """Allowed CPUs, vCPU threads and VFIO devices of each sandbox; and those that ended."""
+) -> tuple[list[SandboxState], list[Sandbox], list[Skipped]]:
+    """Allowed CPUs, vCPU threads and VFIO devices of each sandbox; those that ended; and those
+    whose files could not be read (each one is skipped alone: the others are still placed)."""
     layout = read_layout(options.proc_root, options.cgroup_root)
-    states, gone = [], []
+    states, gone, unreadable = [], [], []
     for sandbox in sandboxes:
         try:
             allowed = allowed_cpus(options.proc_root, sandbox.pid, topology.online_cpus, layout)
@@ -123,12 +124,16 @@ def read_states(
             qmp = qmp_socket_for(options.qmp_socket, sandbox)
             vcpus = read_vcpu_threads(options.proc_root, with_cpus, options.backoff, qmp)
             found = sandbox_devices(options.proc_root, options.sysfs_root, sandbox)
+            devices = locate_devices(topology, options.sysfs_root, found)
         except ProcessGone:
             gone.append(sandbox)
             continue
-        devices = locate_devices(topology, options.sysfs_root, found)
+        except KataNumaError as exc:
+            reason = f"cannot be read: {exc}"
+            unreadable.append(Skipped(sandbox.pid, reason, sandbox.sandbox_id))
+            continue
         states.append(SandboxState(with_cpus, allowed, vcpus, devices))
-    return states, gone
+    return states, gone, unreadable
 
 
 def plan_states(
@@ -154,7 +159,8 @@ def run_pass(options: AgentOptions, topology: HostTopology | None = None) -> Pas
     if topology is None:
         topology = read_topology(options.sysfs_root)
     sandboxes, skipped = find_sandboxes(options.proc_root, options.qemu_paths)
-    states, gone = read_states(options, topology, sandboxes)
+    states, gone, unreadable = read_states(options, topology, sandboxes)
+    skipped = skipped + unreadable
     dry_run = options.dry_run or not is_live_proc(options.proc_root)
 
     planned = plan_states(options, topology, states)

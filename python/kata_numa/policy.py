@@ -516,20 +516,25 @@ def _assign_emulators(
     topology: HostTopology, item: _Item, placement: SandboxPlacement, ledger: Ledger
 ) -> None:
     """Emulator and I/O threads to allowed CPUs no vCPU holds, those of the sandbox's own host
-    nodes first; left alone when every allowed CPU is dedicated or the vCPUs are not all known."""
+    nodes first. When every allowed CPU holds a vCPU they share their nodes' allowed CPUs (never
+    staying on a spare CPU of an earlier pass that another sandbox's vCPU holds now); left alone
+    when the vCPUs are not all known."""
     sandbox = item.sandbox
     allowed = _allowed(topology, item)
     if not item.others or not allowed:
         return
-    spare = allowed - ledger.dedicated()
-    if not spare:
-        placement.decisions.append("emulator threads left alone: every allowed CPU holds a vCPU")
-        return
     own_nodes = CpuSet()
     for nodes in placement.host_nodes.values():
         own_nodes = own_nodes | nodes
-    cpus = (spare & node_cpus(topology, own_nodes)) or spare
-    placement.decisions.append(f"emulator and I/O threads on spare CPUs {cpus}")
+    spare = allowed - ledger.dedicated()
+    if spare:
+        cpus = (spare & node_cpus(topology, own_nodes)) or spare
+        placement.decisions.append(f"emulator and I/O threads on spare CPUs {cpus}")
+    else:
+        cpus = (allowed & node_cpus(topology, own_nodes)) or allowed
+        placement.decisions.append(
+            f"no spare CPU: emulator and I/O threads share their nodes' allowed CPUs {cpus}"
+        )
     for task in item.others:
         placement.assignments.append(
             Assignment(

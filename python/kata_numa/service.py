@@ -58,7 +58,7 @@ class Service:
         ):
             loop.add_signal_handler(signum, handler)
         log.info(
-            "kata-numa agent started: policy %s, resync every %.0f s",
+            "kata-numa agent started: policy %s, resync every %g s",
             self.options.policy,
             self.interval,
         )

@@ -60,8 +60,13 @@ class VerifyReport:
     skipped: list[Skipped] = field(default_factory=list)
 
     @property
+    def unmanaged(self) -> list[Skipped]:
+        """Sandboxes running here that cannot be read or placed: each one is a finding."""
+        return [s for s in self.skipped if s.sandbox_id is not None]
+
+    @property
     def findings(self) -> int:
-        return sum(len(check.findings) for check in self.sandboxes)
+        return sum(len(check.findings) for check in self.sandboxes) + len(self.unmanaged)
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,15 @@ def verify(options: AgentOptions, sandbox_id: str | None = None) -> VerifyReport
     or all. Raises UsageError when `sandbox_id` runs nowhere here."""
     topology = read_topology(options.sysfs_root)
     sandboxes, skipped = find_sandboxes(options.proc_root, options.qemu_paths)
-    if sandbox_id is not None and all(s.sandbox_id != sandbox_id for s in sandboxes):
-        running = ", ".join(s.sandbox_id for s in sandboxes) or "none"
+    known = {s.sandbox_id for s in sandboxes} | {s.sandbox_id for s in skipped if s.sandbox_id}
+    if sandbox_id is not None and sandbox_id not in known:
+        running = ", ".join(sorted(known)) or "none"
         raise UsageError(f"no Kata sandbox {sandbox_id!r} runs here (sandboxes: {running})")
-    states, _ = read_states(dataclasses.replace(options, dry_run=True), topology, sandboxes)
+    options = dataclasses.replace(options, dry_run=True)
+    states, _, unreadable = read_states(options, topology, sandboxes)
+    skipped = [*skipped, *unreadable]
+    if sandbox_id is not None:
+        skipped = [s for s in skipped if s.sandbox_id in (None, sandbox_id)]
 
     planned = plan_states(options, topology, states)
 
@@ -283,7 +293,10 @@ def format_text(report: VerifyReport) -> str:
             )
         lines.extend(f"  finding: {finding}" for finding in check.findings)
         lines.extend(f"  note: {note}" for note in check.notes)
-    if not report.sandboxes:
+    for skipped in report.unmanaged:
+        lines.append(f"sandbox {skipped.sandbox_id}  PID {skipped.pid}: not managed")
+        lines.append(f"  finding: {skipped.reason}")
+    if not report.sandboxes and not report.unmanaged:
         lines.append("no Kata sandboxes found")
     lines.append(f"verify: {len(report.sandboxes)} sandboxes, {report.findings} findings")
     return "\n".join(lines)
@@ -293,7 +306,9 @@ def to_json(report: VerifyReport) -> dict[str, Any]:
     return {
         "ok": report.findings == 0,
         "sandboxes": [_sandbox_json(check) for check in report.sandboxes],
-        "skipped": [{"pid": s.pid, "reason": s.reason} for s in report.skipped],
+        "skipped": [
+            {"pid": s.pid, "sandbox_id": s.sandbox_id, "reason": s.reason} for s in report.skipped
+        ],
     }
 
 
