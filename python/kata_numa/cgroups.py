@@ -37,7 +37,9 @@ def read_layout(
 
 
 def allowed_cpus(proc_root: str | Path, pid: int, online: CpuSet, layout: CgroupLayout) -> Allowed:
-    """The cpuset CPUs of process `pid` ∩ `online`. Raises ProcessGone when it ended."""
+    """The cpuset CPUs of process `pid` ∩ `online`. Raises ProcessGone when it ended, and
+    SysfsError when its cgroup path is not below the hierarchy's mount (`/../..` in a private
+    cgroup namespace): never the CPUs of another cgroup."""
     found = read_allowed_cpus(str(proc_root), pid, layout)
 
     if found.cpus is None:
