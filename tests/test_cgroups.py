@@ -162,6 +162,30 @@ def test_cgroup_root_without_hierarchies_names_the_folder(tmp_path: Path) -> Non
         read_layout(tmp_path, tmp_path)
 
 
+def test_cgroup_root_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SysfsError, match=f"{tmp_path / 'missing'}: the folder does not exist"):
+        read_layout(tmp_path, tmp_path / "missing")
+
+
+BAD_ROOTS = {
+    "run-missing": (["run", "--once"], "/nonexistent"),
+    "verify-missing": (["verify"], "/nonexistent"),
+    "run-a-file": (["run", "--once"], "/etc/hostname"),
+}
+
+
+@pytest.mark.parametrize(("command", "root"), BAD_ROOTS.values(), ids=BAD_ROOTS.keys())
+def test_cli_rejects_a_cgroup_root_that_is_no_folder(
+    tmp_path: Path, command: list[str], root: str
+) -> None:
+    """Rejected when the command starts, not on every pass of the service."""
+    result = run_cli(*command, "--cgroup-root", root, "--proc-root", str(tmp_path))
+
+    assert result.returncode == 2
+    assert f"argument --cgroup-root: {root!r} is not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_offline_cpus_are_left_out(tmp_path: Path) -> None:
     files = {"cgroup.controllers": "cpuset\n", f"{POD_DIR}/cpuset.cpus.effective": "2-9\n"}
     proc_root = v2(tmp_path, files)

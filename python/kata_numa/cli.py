@@ -43,6 +43,14 @@ def _proc_root(text: str) -> Path:
     return path
 
 
+def _cgroup_root(text: str) -> Path:
+    """`--cgroup-root`: checked when the command starts, not on every pass of the service."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return path
+
+
 #: Shortest resync period: a full pass reads every process's files, so never spin.
 MIN_INTERVAL = 0.1
 
@@ -153,7 +161,7 @@ def _agent_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cgroup-root",
-        type=Path,
+        type=_cgroup_root,
         default=None,
         metavar="DIR",
         help="folder holding the cgroup hierarchies (default: found in /proc/self/mountinfo)",

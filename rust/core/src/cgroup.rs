@@ -140,6 +140,15 @@ impl CgroupLayout {
     /// a v2 hierarchy (`cgroup.controllers`) there or in `unified/`, and a v1 cpuset
     /// hierarchy there (`cpuset.cpus`) or in `cpuset/`.
     pub fn from_root(dir: &Path) -> Result<CgroupLayout> {
+        match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(Error::parse(dir, "not a folder")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let missing = std::io::Error::new(e.kind(), "the folder does not exist");
+                return Err(Error::io(dir, missing));
+            }
+            Err(e) => return Err(Error::io(dir, e)),
+        }
         let mount = |version: u8, path: PathBuf| {
             let controllers = if version == 1 { vec!["cpuset".to_string()] } else { Vec::new() };
             CgroupMount { version, controllers, mount_point: path, root: "/".to_string() }
