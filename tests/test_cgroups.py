@@ -162,6 +162,30 @@ def test_cgroup_root_without_hierarchies_names_the_folder(tmp_path: Path) -> Non
         read_layout(tmp_path, tmp_path)
 
 
+def test_cgroup_root_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SysfsError, match=f"{tmp_path / 'missing'}: the folder does not exist"):
+        read_layout(tmp_path, tmp_path / "missing")
+
+
+BAD_ROOTS = {
+    "run-missing": (["run", "--once"], "/nonexistent"),
+    "verify-missing": (["verify"], "/nonexistent"),
+    "run-a-file": (["run", "--once"], "/etc/hostname"),
+}
+
+
+@pytest.mark.parametrize(("command", "root"), BAD_ROOTS.values(), ids=BAD_ROOTS.keys())
+def test_cli_rejects_a_cgroup_root_that_is_no_folder(
+    tmp_path: Path, command: list[str], root: str
+) -> None:
+    """Rejected when the command starts, not on every pass of the service."""
+    result = run_cli(*command, "--cgroup-root", root, "--proc-root", str(tmp_path))
+
+    assert result.returncode == 2
+    assert f"argument --cgroup-root: {root!r} is not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_offline_cpus_are_left_out(tmp_path: Path) -> None:
     files = {"cgroup.controllers": "cpuset\n", f"{POD_DIR}/cpuset.cpus.effective": "2-9\n"}
     proc_root = v2(tmp_path, files)
@@ -187,6 +211,71 @@ def test_bad_cpuset_file_names_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(SysfsError, match=r"cpuset\.cpus\.effective"):
         allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+
+NAMESPACE = "host's cgroup namespace"
+
+#: /proc/<pid>/cgroup lines whose path is no cgroup below the mount, and what the error says.
+ESCAPES = {
+    "leaves-the-mount": ("0::/../../../etc\n", '"/../../../etc"', NAMESPACE),
+    "private-cgroup-namespace": (f"0::/../..{POD}\n", f'"/../..{POD}"', NAMESPACE),
+    "dot-component": (f"0::/kubepods/./{POD_DIR}\n", '"/kubepods/./', NAMESPACE),
+    "relative-path": (f"0::{POD_DIR}\n", f'"{POD_DIR}"', "not an absolute path"),
+    "empty-path": ("0::\n", '""', "not an absolute path"),
+    "garbage-line": ("::\n", '"::"', "hierarchy-id:controllers:path"),
+    "no-hierarchy-id": (f"x::{POD}\n", f'"x::{POD}"', "hierarchy-id:controllers:path"),
+    "two-fields": ("0:/kata\n", '"0:/kata"', "hierarchy-id:controllers:path"),
+}
+
+
+@pytest.mark.parametrize(("cgroup", "shown", "why"), ESCAPES.values(), ids=ESCAPES.keys())
+def test_a_cgroup_path_outside_the_mount_is_an_error(
+    tmp_path: Path, cgroup: str, shown: str, why: str
+) -> None:
+    """Never the CPUs of another cgroup (the mount root's, here) for a path that leaves it."""
+    files = {"cgroup.controllers": "cpuset\n", "cpuset.cpus.effective": "0-7\n"}
+    files[f"{POD_DIR}/cpuset.cpus.effective"] = "2-3\n"
+    proc_root = host(tmp_path, [cgroup2_mount(tmp_path / "cg")], cgroup, files)
+
+    with pytest.raises(SysfsError) as raised:
+        allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+    message = str(raised.value)
+    assert str(proc_root / str(PID) / "cgroup") in message
+    assert shown in message
+    assert why in message
+
+
+def test_v1_cpuset_path_outside_the_mount_is_an_error(tmp_path: Path) -> None:
+    mounts = [tmpfs_mount(tmp_path / "cg"), cpuset_v1_mount(tmp_path / "cg/cpuset")]
+    cgroup = "3:cpuset:/../kata/abc\n1:cpu,cpuacct:/\n"
+    files = {"cpuset/cpuset.cpus": "0-7\n", "cpuset/cpuset.effective_cpus": "0-7\n"}
+    proc_root = host(tmp_path, mounts, cgroup, files)
+
+    with pytest.raises(SysfsError, match=r'"/\.\./kata/abc".*cgroup namespace'):
+        allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+
+def test_a_cgroup_outside_a_mounted_sub_tree_is_an_error(tmp_path: Path) -> None:
+    """A mount that shows only /kubepods (a container's view) cannot show /system.slice."""
+    cg = tmp_path / "cg"
+    mount = f"29 23 0:26 /kubepods {cg} rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate"
+    files = {"cgroup.controllers": "cpuset\n", "cpuset.cpus.effective": "0-7\n"}
+    proc_root = host(tmp_path, [mount], "0::/system.slice/kata.scope\n", files)
+
+    with pytest.raises(SysfsError, match=r'"/system\.slice/kata\.scope" is outside "/kubepods"'):
+        allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+
+def test_a_cgroup_inside_a_mounted_sub_tree(tmp_path: Path) -> None:
+    cg = tmp_path / "cg"
+    mount = f"29 23 0:26 /kubepods {cg} rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate"
+    files = {"cgroup.controllers": "cpuset\n", "pod1/x/cpuset.cpus.effective": "6\n"}
+    proc_root = host(tmp_path, [mount], "0::/kubepods/pod1/x\n", files)
+
+    allowed = allowed_cpus(proc_root, PID, ONLINE, read_layout(proc_root))
+
+    assert allowed.cpus == CpuSet("6")
 
 
 # --- the real v1 cpuset controller of this machine -------------------------------------------

@@ -66,8 +66,8 @@ def test_a_guest_node_is_in_when_any_of_its_host_nodes_is(
 
 @pytest.fixture
 def node_with_sandbox(tmp_path: Path) -> tuple[Path, Path]:
-    """A four-node host and a sandbox whose guest nodes bind host nodes 0-1 and 2-3."""
-    nodes = {n: NodeSpec(f"{2 * n}-{2 * n + 1}") for n in range(4)}
+    """A five-node host and a sandbox whose guest nodes bind host nodes 0-1 and 2-3."""
+    nodes = {n: NodeSpec(f"{2 * n}-{2 * n + 1}") for n in range(5)}
     host = make_host(tmp_path / "host", nodes)
     argv = qemu_argv(*bound_nodes("0-1", "2-3"), sandbox="mems")
     make_process(tmp_path / "proc", Proc(7000, argv, [Thread(7000)]))
@@ -76,7 +76,13 @@ def node_with_sandbox(tmp_path: Path) -> tuple[Path, Path]:
 
 CLI_CASES = {
     "grouped": ("0,3", 0, "0-1", ""),
-    "unmapped": ("7", 1, "", "left unset"),
+    "unmapped": ("4", 1, "", "left unset"),
+    "host-lacks-the-node": ("7", 2, "", "MEMS '7' names host nodes 7 this host lacks"),
+    "host-lacks-some": ("0,7-8", 2, "", "host nodes 7-8 this host lacks (its nodes are 0-4)"),
+    "empty": ("", 2, "", "MEMS is empty"),
+    "blank": (" \n", 2, "", "MEMS is empty"),
+    "not-a-list": ("0,x", 2, "", "MEMS '0,x': 'x' at character 2 is not a node number"),
+    "backwards": ("3-1", 2, "", "'3-1' at character 0 is not a node number or range"),
 }
 
 
@@ -92,6 +98,22 @@ def test_command(
     assert result.returncode == code, result.stderr
     assert result.stdout.strip() == out
     assert err in result.stderr
+    assert "ff,ffffffff" not in result.stderr, "MEMS is a node list, never a CPU mask"
+    assert "Traceback" not in result.stderr
+
+
+def test_command_with_a_binding_to_a_node_the_host_lacks(tmp_path: Path) -> None:
+    """A backend bound to host node 7 on a four-node host: asking for node 7 is no answer."""
+    host = make_host(tmp_path / "host", {n: NodeSpec(str(n)) for n in range(4)})
+    argv = qemu_argv(*bound_nodes("0", "7"), sandbox="mems")
+    make_process(tmp_path / "proc", Proc(7000, argv, [Thread(7000)]))
+    roots = ["--sysfs-root", str(host), "--proc-root", str(tmp_path / "proc")]
+
+    result = run_cli("translate-mems", "--sandbox", "mems", "7", *roots)
+
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == ""
+    assert "host nodes 7 this host lacks (its nodes are 0-3)" in result.stderr
 
 
 def test_command_with_an_unknown_sandbox(node_with_sandbox: tuple[Path, Path]) -> None:
@@ -102,12 +124,3 @@ def test_command_with_an_unknown_sandbox(node_with_sandbox: tuple[Path, Path]) -
 
     assert result.returncode == 2
     assert "no Kata sandbox 'nope'" in result.stderr
-
-
-def test_command_with_a_bad_list(node_with_sandbox: tuple[Path, Path]) -> None:
-    _, proc_root = node_with_sandbox
-
-    result = run_cli("translate-mems", "--sandbox", "mems", "0,x", "--proc-root", str(proc_root))
-
-    assert result.returncode == 2
-    assert "0,x" in result.stderr

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from kata_numa.errors import ProcessGone
 from kata_numa.log import setup_logging
 from kata_numa.sandbox import Sandbox, classify
 from kata_numa.vcpus import read_vcpu_threads
+from kata_numa.verify import verify
 from procgen import (
     FUTEX,
     PPOLL,
@@ -31,7 +35,7 @@ from procgen import (
     qemu_argv,
     write_thread,
 )
-from qemu_vm import halting_bios, kvm_unusable, needs_qemu, qemu_vm, qmp_vcpu_threads
+from qemu_vm import halting_bios, kvm_unusable, needs_qemu, qemu_vm, qmp_vcpu_threads, run_cli
 
 PID = 4000
 SMP_6 = ["-smp", "6,sockets=2,cores=3", "-m", "512"]
@@ -258,6 +262,95 @@ def test_qmp_thread_of_another_process_is_refused(
     assert any("9999" in note for note in found.notes)
 
 
+SHARED = {
+    # -accel tcg,thread=single: one `ALL CPUs/TCG` thread runs every vCPU.
+    "single-threaded-tcg": (2, {0: 4001, 1: 4001}, {}, "vCPUs 0-1 on one thread (TID 4001"),
+    "two-of-four-share": (
+        4,
+        {0: 4001, 1: 4001, 2: 4002, 3: 4003},
+        {2: 4002, 3: 4003},
+        "vCPUs 0-1 on one thread (TID 4001",
+    ),
+}
+
+
+@pytest.mark.parametrize(("vcpus", "reply", "identified", "note"), SHARED.values(), ids=SHARED)
+def test_vcpus_that_qmp_puts_on_one_thread_are_no_vcpus(
+    tmp_path: Path,
+    fake_monitor: tuple[Path, dict[int, int]],
+    vcpus: int,
+    reply: dict[int, int],
+    identified: dict[int, int],
+    note: str,
+) -> None:
+    socket_path, answer = fake_monitor
+    threads = [Thread(PID, syscall=PPOLL), Thread(4001), Thread(4002), Thread(4003)]
+    make_process(tmp_path, Proc(PID, qemu_argv("-smp", str(vcpus), "-accel", "tcg"), threads))
+    answer.update(reply)
+
+    found = read_vcpu_threads(tmp_path, sandbox_of(tmp_path), backoff=(), qmp_socket=socket_path)
+
+    assert {index: task.tid for index, task in found.by_index.items()} == identified
+    assert any(note in n and "cannot be pinned apart" in n for n in found.notes), found.notes
+    assert found.others == [], "emulator threads cannot be told while a vCPU is unknown"
+    if not identified:
+        assert found.method == "none"
+        assert note in found.advice
+        assert "--qmp-socket" not in found.advice, "the monitor was asked already"
+
+
+QMP_FINDINGS = {
+    "shared-thread": ({0: 4001, 1: 4001, 2: 4002, 3: 4003}, "vCPUs 0-1 on one thread"),
+    "monitor-lists-fewer": ({2: 4002, 3: 4003}, "the QMP monitor named 2 of 4 vCPUs"),
+}
+
+
+@pytest.mark.parametrize(("reply", "reason"), QMP_FINDINGS.values(), ids=QMP_FINDINGS)
+def test_verify_finding_of_a_qmp_sandbox_gives_the_monitors_reason(
+    tmp_path: Path, fake_monitor: tuple[Path, dict[int, int]], reply: dict[int, int], reason: str
+) -> None:
+    socket_path, answer = fake_monitor
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-3")})
+    (host / "cgroup.controllers").write_text("cpuset\n")
+    threads = [Thread(PID, syscall=PPOLL), Thread(4001), Thread(4002), Thread(4003)]
+    argv = qemu_argv("-smp", "4", "-accel", "tcg")
+    make_process(tmp_path / "proc", Proc(PID, argv, threads))
+    answer.update(reply)
+    options = AgentOptions(
+        sysfs_root=host,
+        proc_root=tmp_path / "proc",
+        cgroup_root=host,
+        backoff=(),
+        qmp_socket=str(socket_path),
+    )
+
+    (check,) = verify(options, "abc").sandboxes
+
+    assert check.method == "qmp"
+    missing = [f for f in check.findings if "vCPU threads not identified" in f]
+    assert len(missing) == 1, check.findings
+    finding = missing[0]
+    assert finding.startswith("2 of 4 vCPU threads not identified"), finding
+    assert reason in finding
+    assert "KVM_RUN" not in finding
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_real_single_threaded_tcg_has_no_vcpu_to_pin(tmp_path: Path) -> None:
+    qmp_socket = tmp_path / "qmp.sock"
+    args = ["-accel", "tcg,thread=single", "-S", "-name", "sandbox-single", "-smp", "2"]
+
+    with qemu_vm([*args, "-m", "64"], qmp_socket, vcpus=2) as vm:
+        truth = qmp_vcpu_threads(qmp_socket)
+        sandbox = sandbox_of(Path("/proc"), vm.pid)
+        found = read_vcpu_threads("/proc", sandbox, backoff=(), qmp_socket=qmp_socket)
+
+    assert len(set(truth.values())) == 1, f"QEMU 7.2 runs single TCG on one thread: {truth}"
+    assert found.by_index == {}
+    assert any("vCPUs 0-1 on one thread" in note for note in found.notes), found.notes
+
+
 @needs_qemu
 @pytest.mark.qemu
 def test_real_kvm_qemu_by_descriptors_matches_qmp(tmp_path: Path) -> None:
@@ -311,3 +404,101 @@ def test_agent_skips_a_sandbox_it_cannot_read_and_says_how_to_enable_a_method(
     assert "no vCPU thread identified (2 expected)" in warning
     for method in ("debug-threads=on", "CAP_SYS_PTRACE", "--qmp-socket"):
         assert method in warning
+
+
+class StalledMonitor:
+    """A QMP monitor that greets, then sends an event every 0.5 s and never a `return` (a QEMU
+    whose main loop is stuck, or a monitor shared with a client that holds it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.connected = threading.Event()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        self.server.settimeout(0.2)
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed by close()
+            self.connected.set()
+            worker = threading.Thread(target=self._chatter, args=(connection,), daemon=True)
+            self.threads.append(worker)
+            worker.start()
+
+    def _chatter(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\r\n')
+                while not self.stop.wait(0.5):
+                    connection.sendall(b'{"event": "RTC_CHANGE", "timestamp": {}}\r\n')
+            except OSError:
+                return  # the client went away
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+def stalled_monitor(tmp_path: Path) -> Iterator[StalledMonitor]:
+    monitor = StalledMonitor(tmp_path / "stalled.sock")
+    try:
+        yield monitor
+    finally:
+        monitor.close()
+
+
+def tcg_node(tmp_path: Path) -> list[str]:
+    """A one-node host and a TCG sandbox without thread names; its CLI roots."""
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-3")})
+    (host / "cgroup.controllers").write_text("cpuset\n")
+    threads = [Thread(PID, syscall=PPOLL), Thread(4001), Thread(4002)]
+    make_process(tmp_path / "proc", Proc(PID, qemu_argv("-smp", "2", "-accel", "tcg"), threads))
+    roots = ["--sysfs-root", str(host), "--proc-root", str(tmp_path / "proc")]
+    return [*roots, "--cgroup-root", str(host)]
+
+
+def test_verify_gives_up_on_a_stalled_monitor(
+    tmp_path: Path, stalled_monitor: StalledMonitor
+) -> None:
+    roots = tcg_node(tmp_path)
+
+    result = run_cli("verify", "abc", *roots, "--qmp-socket", str(stalled_monitor.path), timeout=20)
+
+    assert result.returncode == 1, result.stderr
+    findings = [line for line in result.stdout.splitlines() if "finding:" in line]
+    assert len(findings) == 1, result.stdout
+    assert "no complete answer within 2 s" in findings[0]
+    assert str(stalled_monitor.path) in findings[0]
+    assert "pass its path with --qmp-socket" not in result.stdout, "it was passed"
+
+
+def test_run_stops_on_sigterm_while_a_monitor_stalls(
+    tmp_path: Path, stalled_monitor: StalledMonitor
+) -> None:
+    roots = tcg_node(tmp_path)
+    command = [sys.executable, "-m", "kata_numa", "run", "--interval", "60", *roots]
+    command += ["--qmp-socket", str(stalled_monitor.path)]
+    agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert stalled_monitor.connected.wait(20), "the agent never asked the monitor"
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=20)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        agent.communicate()
+
+    assert agent.returncode == 0, err
+    assert "kata-numa agent stopped" in err

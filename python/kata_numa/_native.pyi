@@ -261,7 +261,9 @@ class AllowedCpus:
     cgroup: str
 
 def read_cgroup_layout(proc_root: _Path, cgroup_root: _Path | None = None) -> CgroupLayout: ...
-def read_allowed_cpus(proc_root: _Path, pid: int, layout: CgroupLayout) -> AllowedCpus: ...
+def read_allowed_cpus(
+    proc_root: _Path, pid: int, layout: CgroupLayout, tid: int | None = None
+) -> AllowedCpus: ...
 
 @final
 class VfioDevice:

@@ -12,9 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kata_numa._native import CgroupLayout, CpuSet, read_allowed_cpus, read_cgroup_layout
+from kata_numa._native import (
+    AllowedCpus,
+    CgroupLayout,
+    CpuSet,
+    read_allowed_cpus,
+    read_cgroup_layout,
+)
 
-__all__ = ["Allowed", "CgroupLayout", "allowed_cpus", "read_layout"]
+__all__ = ["Allowed", "CgroupLayout", "allowed_cpus", "read_layout", "thread_cpuset"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,9 @@ def read_layout(
 
 
 def allowed_cpus(proc_root: str | Path, pid: int, online: CpuSet, layout: CgroupLayout) -> Allowed:
-    """The cpuset CPUs of process `pid` ∩ `online`. Raises ProcessGone when it ended."""
+    """The cpuset CPUs of process `pid` ∩ `online`. Raises ProcessGone when it ended, and
+    SysfsError when its cgroup path is not below the hierarchy's mount (`/../..` in a private
+    cgroup namespace): never the CPUs of another cgroup."""
     found = read_allowed_cpus(str(proc_root), pid, layout)
 
     if found.cpus is None:
@@ -46,3 +54,10 @@ def allowed_cpus(proc_root: str | Path, pid: int, online: CpuSet, layout: Cgroup
     offline = found.cpus - online
     note = f"CPUs {offline} of {found.source} are offline" if offline else None
     return Allowed(found.cpus & online, found.source, note)
+
+
+def thread_cpuset(proc_root: str | Path, pid: int, tid: int, layout: CgroupLayout) -> AllowedCpus:
+    """The cpuset of thread `tid`'s own cgroup (`/proc/<pid>/task/<tid>/cgroup`): cgroup v1 lets
+    the threads of one process sit in different cpusets, and the kernel holds each thread to its
+    own. Raises ProcessGone when the thread ended."""
+    return read_allowed_cpus(str(proc_root), pid, layout, tid)

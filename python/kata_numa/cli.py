@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from kata_numa import __version__, kataconfig, planner
-from kata_numa._native import CpuSet, HostTopology
+from kata_numa._native import HostTopology
 from kata_numa.agent import AgentOptions, log_report, run_pass
 from kata_numa.errors import KataNumaError, UsageError
 from kata_numa.log import setup_logging
-from kata_numa.mems import sandbox_host_nodes, translate_mems
+from kata_numa.mems import parse_host_mems, sandbox_host_nodes, translate_mems
 from kata_numa.policy import EmulatorPolicy, Policy
 from kata_numa.sandbox import find_sandboxes
 from kata_numa.service import Service
@@ -38,6 +38,14 @@ def _sysfs_root(text: str) -> Path:
 
 
 def _proc_root(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return path
+
+
+def _cgroup_root(text: str) -> Path:
+    """`--cgroup-root`: checked when the command starts, not on every pass of the service."""
     path = Path(text)
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
@@ -127,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "translate-mems", help="turn host NUMA nodes (cpuset.mems) into a sandbox's guest nodes"
     )
     mems.add_argument("--sandbox", required=True, metavar="ID", help="the sandbox ID")
-    mems.add_argument("mems", metavar="MEMS", help="host node list, e.g. 0,2")
+    mems.add_argument("mems", metavar="MEMS", help="host NUMA node list, e.g. 0,2 or 0-3")
     _roots(mems)
     mems.add_argument("--qemu-path", action="append", default=[], metavar="PATH")
     _add_plan_commands(commands)
@@ -154,7 +162,7 @@ def _agent_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cgroup-root",
-        type=Path,
+        type=_cgroup_root,
         default=None,
         metavar="DIR",
         help="folder holding the cgroup hierarchies (default: found in /proc/self/mountinfo)",
@@ -396,8 +404,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_translate_mems(args: argparse.Namespace) -> int:
-    host_mems = CpuSet.parse_list(args.mems)
     topology = read_topology(args.sysfs_root)
+    host_mems = parse_host_mems(args.mems, topology)
     sandboxes, _ = find_sandboxes(args.proc_root, args.qemu_path)
     matching = [s for s in sandboxes if s.sandbox_id == args.sandbox]
     if not matching:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kata_numa._native import CpuSet, HostTopology
+from kata_numa.errors import CpuSetError, UsageError
 from kata_numa.policy import guest_to_host_nodes
 from kata_numa.sandbox import Sandbox
 
@@ -20,6 +21,29 @@ class MemsTranslation:
     #: Guest node IDs to write; None means leave `cpuset.mems` unset.
     guest_nodes: CpuSet | None
     warnings: list[str] = field(default_factory=list)
+
+
+def parse_host_mems(text: str, topology: HostTopology) -> CpuSet:
+    """The host NUMA nodes of the command line's MEMS (`0,2`, `0-3`): a non-empty list of nodes
+    this host has. Raises UsageError naming MEMS otherwise."""
+    try:
+        nodes = CpuSet.parse_list(text)
+    except CpuSetError as exc:
+        part = text[exc.position :].split(",", 1)[0]
+        raise UsageError(
+            f"MEMS {text!r}: {part!r} at character {exc.position} is not a node number or "
+            "range; give host NUMA nodes such as 0,2 or 0-3"
+        ) from None
+    have = CpuSet(node.id for node in topology.nodes)
+
+    if not nodes:
+        raise UsageError("MEMS is empty: give the host NUMA nodes to translate, such as 0,2")
+    lacking = nodes - have
+    if lacking:
+        raise UsageError(
+            f"MEMS {text!r} names host nodes {lacking} this host lacks (its nodes are {have})"
+        )
+    return nodes
 
 
 def translate_mems(host_mems: CpuSet, host_nodes: Mapping[int, CpuSet]) -> MemsTranslation:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kata_numa._native import Task, VcpuScan, query_vcpu_threads, scan_vcpus
+from kata_numa._native import CpuSet, Task, VcpuScan, query_vcpu_threads, scan_vcpus
 from kata_numa.errors import QmpError
 from kata_numa.sandbox import Sandbox
 
@@ -29,11 +29,22 @@ BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8)
 #: Seconds a QMP monitor may take to answer.
 QMP_TIMEOUT = 2.0
 
-HOW_TO_ENABLE = (
+#: The methods that need nothing from the agent's command line.
+WITHOUT_QMP = (
     "start QEMU with -name sandbox-<id>,debug-threads=on, or run it under KVM with ptrace "
-    "access to /proc/<pid>/task/*/syscall (root or CAP_SYS_PTRACE), or configure a QMP monitor "
+    "access to /proc/<pid>/task/*/syscall (root or CAP_SYS_PTRACE)"
+)
+HOW_TO_ENABLE = (
+    f"{WITHOUT_QMP}, or configure a QMP monitor "
     '(Kata: extra_monitor_socket = "qmp") and pass its path with --qmp-socket'
 )
+
+#: Why vCPUs are missing when no note says more, by method.
+MISSING_BY_METHOD = {
+    "kvm-descriptors": "not blocked in KVM_RUN while read",
+    "thread-names": "no thread named CPU <n>/KVM or CPU <n>/TCG for them",
+    "qmp": "the QMP monitor did not list them",
+}
 
 
 @dataclass
@@ -47,6 +58,9 @@ class VcpuThreads:
     #: vCPUs `-smp` says exist.
     expected: int = 0
     notes: list[str] = field(default_factory=list)
+    #: What would identify the vCPUs when none was: the methods not tried yet, or what the
+    #: QMP monitor that was asked said.
+    advice: str = HOW_TO_ENABLE
 
     @property
     def complete(self) -> bool:
@@ -55,6 +69,11 @@ class VcpuThreads:
     @property
     def missing(self) -> int:
         return max(0, self.expected - len(self.by_index))
+
+    @property
+    def missing_reason(self) -> str:
+        """Why some vCPUs were not identified: the notes, else what the method leaves out."""
+        return "; ".join(self.notes) or MISSING_BY_METHOD.get(self.method, "no method named them")
 
 
 def qmp_socket_for(template: str | None, sandbox: Sandbox) -> Path | None:
@@ -95,13 +114,39 @@ def _may_improve(scan: VcpuScan, sandbox: Sandbox) -> bool:
     return layout.debug_threads or scan.kvm_vcpu_fds > 0 or kvm
 
 
+def _one_vcpu_per_thread(threads: dict[int, int]) -> tuple[dict[int, int], list[str]]:
+    """QMP's vCPU index → thread id, turned into thread id → vCPU index. A thread that runs
+    several vCPUs (single-threaded TCG runs them all on one) is no vCPU: pinning it would pin
+    them together. The same rule as for a KVM descriptor that several threads wait on."""
+    indexes: dict[int, list[int]] = {}
+    for index, tid in sorted(threads.items()):
+        indexes.setdefault(tid, []).append(index)
+    by_tid = {tid: found[0] for tid, found in indexes.items() if len(found) == 1}
+    notes = [
+        f"QEMU runs vCPUs {CpuSet(found)} on one thread (TID {tid}; TCG with thread=single?): "
+        "they cannot be pinned apart; run QEMU with -accel tcg,thread=multi or under KVM"
+        for tid, found in indexes.items()
+        if len(found) > 1
+    ]
+    return by_tid, notes
+
+
 def _ask_qmp(socket: Path, tasks: list[Task], expected: int) -> VcpuThreads:
+    """The vCPUs the monitor at `socket` names; its `advice` says what it answered."""
     try:
         threads = query_vcpu_threads(str(socket), QMP_TIMEOUT)
     except QmpError as exc:
-        return VcpuThreads(expected=expected, notes=[str(exc)])
-    by_tid = {tid: index for index, tid in threads.items()}
-    return _threads(tasks, by_tid, expected, "qmp")
+        advice = f"{exc}; other ways: {WITHOUT_QMP}"
+        return VcpuThreads(expected=expected, notes=[str(exc)], advice=advice)
+    by_tid, shared = _one_vcpu_per_thread(threads)
+
+    found = _threads(tasks, by_tid, expected, "qmp")
+
+    found.notes[:0] = shared
+    if found.missing and not found.notes:
+        found.notes.append(f"the QMP monitor named {len(threads)} of {expected} vCPUs")
+    found.advice = f"QMP monitor {socket}: {found.missing_reason}"
+    return found
 
 
 def read_vcpu_threads(
@@ -132,4 +177,5 @@ def read_vcpu_threads(
         asked.notes = found.notes + asked.notes
         return asked
     found.notes.extend(asked.notes)
+    found.advice = asked.advice
     return found

@@ -20,7 +20,6 @@ from kata_numa.gpu import DeviceCheck, Verdict
 from kata_numa.policy import NO_INTERSECTION, Assignment, SandboxPlacement, guest_to_host_nodes
 from kata_numa.sandbox import Sandbox, Skipped, find_sandboxes
 from kata_numa.topology import read_topology
-from kata_numa.vcpus import HOW_TO_ENABLE
 
 
 @dataclass(frozen=True)
@@ -144,12 +143,12 @@ def _check_identification(check: SandboxCheck, state: SandboxState) -> None:
     vcpus = state.vcpus
     if not vcpus.by_index:
         check.findings.append(
-            f"no vCPU thread identified ({vcpus.expected} expected): {HOW_TO_ENABLE}"
+            f"no vCPU thread identified ({vcpus.expected} expected): {vcpus.advice}"
         )
     elif vcpus.missing:
         check.findings.append(
             f"{vcpus.missing} of {vcpus.expected} vCPU threads not identified "
-            f"({'; '.join(vcpus.notes) or 'not blocked in KVM_RUN while read'})"
+            f"({vcpus.missing_reason})"
         )
     check.notes.extend(vcpus.notes)
     if state.allowed.note:

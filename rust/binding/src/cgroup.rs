@@ -55,16 +55,24 @@ fn read_cgroup_layout(
     layout.py_err().map(CgroupLayout)
 }
 
-/// The CPUs process `pid` may use according to its cpuset cgroup.
+/// The CPUs process `pid` may use according to its cpuset cgroup; with `tid`, those of that
+/// thread's own cgroup (`/proc/<pid>/task/<tid>/cgroup`).
 #[pyfunction]
+#[pyo3(signature = (proc_root, pid, layout, tid = None))]
 fn read_allowed_cpus(
     py: Python<'_>,
     proc_root: PathBuf,
     pid: i32,
     layout: PyRef<'_, CgroupLayout>,
+    tid: Option<i32>,
 ) -> PyResult<AllowedCpus> {
     let layout = layout.0.clone();
-    let allowed = py.detach(|| cgroup::read_allowed_cpus(&proc_root, pid, &layout)).py_err()?;
+    let allowed = py
+        .detach(|| match tid {
+            Some(tid) => cgroup::read_thread_allowed_cpus(&proc_root, pid, tid, &layout),
+            None => cgroup::read_allowed_cpus(&proc_root, pid, &layout),
+        })
+        .py_err()?;
     Ok(AllowedCpus {
         cpus: allowed.cpus.map(PyCpuSet),
         source: allowed.source.to_string_lossy().into_owned(),

@@ -44,7 +44,8 @@ fn scan_vcpus(
     })
 }
 
-/// vCPU index → thread id from a QMP monitor (`query-cpus-fast`); connects, asks, closes.
+/// vCPU index → thread id from a QMP monitor (`query-cpus-fast`); connects, asks, closes,
+/// all within `timeout` seconds.
 #[pyfunction]
 #[pyo3(signature = (socket, timeout = 2.0))]
 fn query_vcpu_threads(

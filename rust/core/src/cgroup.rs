@@ -140,6 +140,15 @@ impl CgroupLayout {
     /// a v2 hierarchy (`cgroup.controllers`) there or in `unified/`, and a v1 cpuset
     /// hierarchy there (`cpuset.cpus`) or in `cpuset/`.
     pub fn from_root(dir: &Path) -> Result<CgroupLayout> {
+        match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(Error::parse(dir, "not a folder")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let missing = std::io::Error::new(e.kind(), "the folder does not exist");
+                return Err(Error::io(dir, missing));
+            }
+            Err(e) => return Err(Error::io(dir, e)),
+        }
         let mount = |version: u8, path: PathBuf| {
             let controllers = if version == 1 { vec!["cpuset".to_string()] } else { Vec::new() };
             CgroupMount { version, controllers, mount_point: path, root: "/".to_string() }
@@ -163,24 +172,70 @@ impl CgroupLayout {
     }
 }
 
-/// `/proc/<pid>/cgroup` lines `hierarchy-id:controllers:path` → (controllers, path).
-pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
+/// `/proc/<pid>/cgroup` lines `hierarchy-id:controllers:path` → (controllers, path); the
+/// reason when a line is not in that form.
+pub fn parse_proc_cgroup(text: &str) -> std::result::Result<Vec<(Vec<String>, String)>, String> {
     text.lines()
-        .filter_map(|line| {
+        .filter(|line| !line.is_empty())
+        .map(|line| {
             let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let (id, controllers, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(id), Some(controllers), Some(path)) = (id, controllers, path) else {
+                return Err(format!("line {line:?} is not hierarchy-id:controllers:path"));
+            };
+            if id.parse::<u32>().is_err() {
+                return Err(format!("line {line:?} is not hierarchy-id:controllers:path"));
+            }
             let controllers =
                 controllers.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
-            Some((controllers, path.to_string()))
+            Ok((controllers, path.to_string()))
         })
         .collect()
 }
 
-/// The CPUs process `pid` may use, from its cpuset cgroup.
+/// Why a cgroup path of `/proc/<pid>/cgroup` names no cgroup below the hierarchy's root, if
+/// it does not. In a private cgroup namespace the kernel shows cgroups outside the namespace
+/// as `/../..`: read below the mount, they would be another cgroup.
+fn check_cgroup_path(cgroup: &str) -> std::result::Result<(), String> {
+    if !cgroup.starts_with('/') {
+        return Err(format!("cgroup path {cgroup:?} is not an absolute path"));
+    }
+    if cgroup.split('/').any(|part| part == ".." || part == ".") {
+        return Err(format!(
+            "cgroup path {cgroup:?} leaves the root of the hierarchy, as the kernel shows \
+             cgroups outside the reader's cgroup namespace: the agent must run in the host's \
+             cgroup namespace (cgroupns=host) to read sandboxes' cpusets"
+        ));
+    }
+    Ok(())
+}
+
+/// The CPUs process `pid` may use, from its cpuset cgroup (`/proc/<pid>/cgroup`).
 pub fn read_allowed_cpus(proc_root: &Path, pid: i32, layout: &CgroupLayout) -> Result<AllowedCpus> {
     let path = proc_root.join(format!("{pid}/cgroup"));
-    let text = String::from_utf8_lossy(&procfs::read_proc_file(pid, None, &path)?).into_owned();
-    let lines = parse_proc_cgroup(&text);
+    allowed_cpus_of(&path, pid, None, layout)
+}
+
+/// The CPUs thread `tid` of `pid` may use, from the thread's own cpuset cgroup
+/// (`/proc/<pid>/task/<tid>/cgroup`): cgroup v1 lets each thread have its own.
+pub fn read_thread_allowed_cpus(
+    proc_root: &Path,
+    pid: i32,
+    tid: i32,
+    layout: &CgroupLayout,
+) -> Result<AllowedCpus> {
+    let path = procfs::task_dir(proc_root, pid, tid).join("cgroup");
+    allowed_cpus_of(&path, pid, Some(tid), layout)
+}
+
+fn allowed_cpus_of(
+    path: &Path,
+    pid: i32,
+    tid: Option<i32>,
+    layout: &CgroupLayout,
+) -> Result<AllowedCpus> {
+    let text = String::from_utf8_lossy(&procfs::read_proc_file(pid, tid, path)?).into_owned();
+    let lines = parse_proc_cgroup(&text).map_err(|reason| Error::parse(path, reason))?;
     let v1 = lines.iter().find(|(c, _)| c.iter().any(|c| c == "cpuset"));
     let v2 = lines.iter().find(|(c, _)| c.is_empty());
     let (mount, cgroup, files): (&CgroupMount, &str, &[&str]) = match (&layout.cpuset_v1, v1) {
@@ -190,25 +245,36 @@ pub fn read_allowed_cpus(proc_root: &Path, pid: i32, layout: &CgroupLayout) -> R
         _ => match (&layout.unified, v2) {
             (Some(mount), Some((_, cgroup))) => (mount, cgroup, &["cpuset.cpus.effective"]),
             _ => {
-                let cpus = None;
-                return Ok(AllowedCpus { cpus, source: path, version: 0, cgroup: String::new() });
+                let (cpus, source) = (None, path.to_path_buf());
+                return Ok(AllowedCpus { cpus, source, version: 0, cgroup: String::new() });
             }
         },
     };
-    let (cpus, source) = walk_up(mount, cgroup, files)?;
+    check_cgroup_path(cgroup).map_err(|reason| Error::parse(path, reason))?;
+    let dir = cgroup_dir(mount, cgroup).map_err(|reason| Error::parse(path, reason))?;
+    let (cpus, source) = walk_up(mount, dir, files)?;
     Ok(AllowedCpus { cpus, source, version: mount.version, cgroup: cgroup.to_string() })
 }
 
-/// The folder of `cgroup` below the mount: the mount shows the sub-tree at `mount.root`.
-fn cgroup_dir(mount: &CgroupMount, cgroup: &str) -> PathBuf {
+/// The folder of `cgroup` (an absolute path without `.` or `..`) below the mount, which shows
+/// the sub-tree at `mount.root`; the reason when the cgroup is outside that sub-tree.
+fn cgroup_dir(mount: &CgroupMount, cgroup: &str) -> std::result::Result<PathBuf, String> {
     let root = mount.root.trim_end_matches('/');
     let relative = cgroup.strip_prefix(root).filter(|r| r.is_empty() || r.starts_with('/'));
-    let relative = relative.unwrap_or(cgroup).trim_start_matches('/');
-    mount.mount_point.join(relative)
+    let Some(relative) = relative else {
+        return Err(format!(
+            "cgroup {cgroup:?} is outside {:?}, the part of the hierarchy mounted at {}: the \
+             agent must see the whole hierarchy (run it in the host's cgroup namespace, or name \
+             the hierarchies with --cgroup-root)",
+            mount.root,
+            mount.mount_point.display()
+        ));
+    };
+    Ok(mount.mount_point.join(relative.trim_start_matches('/')))
 }
 
-fn walk_up(mount: &CgroupMount, cgroup: &str, files: &[&str]) -> Result<(Option<CpuSet>, PathBuf)> {
-    let mut dir = cgroup_dir(mount, cgroup);
+fn walk_up(mount: &CgroupMount, dir: PathBuf, files: &[&str]) -> Result<(Option<CpuSet>, PathBuf)> {
+    let mut dir = dir;
     loop {
         for name in files {
             let path = dir.join(name);
@@ -265,10 +331,24 @@ mod tests {
 
     #[test]
     fn proc_cgroup_lines() {
-        let lines = parse_proc_cgroup("3:cpuset:/kata/x\n1:cpu,cpuacct:/\n0::/kubepods/pod1/x\n");
+        let text = "3:cpuset:/kata/x\n1:cpu,cpuacct:/\n0::/kubepods/pod1/x\n";
+        let lines = parse_proc_cgroup(text).unwrap();
         assert_eq!(lines[0], (vec!["cpuset".to_string()], "/kata/x".to_string()));
         assert_eq!(lines[1].0, vec!["cpu".to_string(), "cpuacct".to_string()]);
         assert_eq!(lines[2], (Vec::new(), "/kubepods/pod1/x".to_string()));
+        for bad in ["::\n", "0:/x\n", "x::/y\n", "12\n"] {
+            assert!(parse_proc_cgroup(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cgroup_paths_that_leave_the_root() {
+        for good in ["/", "/kubepods/pod1/x", "/a..b/.c"] {
+            assert_eq!(check_cgroup_path(good), Ok(()), "{good}");
+        }
+        for bad in ["", "kubepods", "/..", "/../../kubepods/x", "/a/./b", "/a/../b"] {
+            assert!(check_cgroup_path(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -279,8 +359,12 @@ mod tests {
             mount_point: PathBuf::from("/sys/fs/cgroup"),
             root: "/kubepods".to_string(),
         };
-        assert_eq!(cgroup_dir(&mount, "/kubepods/pod1"), PathBuf::from("/sys/fs/cgroup/pod1"));
-        assert_eq!(cgroup_dir(&mount, "/kubepods"), PathBuf::from("/sys/fs/cgroup"));
-        assert_eq!(cgroup_dir(&mount, "/kubepodsX"), PathBuf::from("/sys/fs/cgroup/kubepodsX"));
+        let dir = |cgroup| cgroup_dir(&mount, cgroup);
+        assert_eq!(dir("/kubepods/pod1"), Ok(PathBuf::from("/sys/fs/cgroup/pod1")));
+        assert_eq!(dir("/kubepods"), Ok(PathBuf::from("/sys/fs/cgroup")));
+        assert!(dir("/kubepodsX").unwrap_err().contains("outside \"/kubepods\""));
+        assert!(dir("/system.slice/x").is_err());
+        let whole = CgroupMount { root: "/".to_string(), ..mount };
+        assert_eq!(cgroup_dir(&whole, "/kubepodsX"), Ok(PathBuf::from("/sys/fs/cgroup/kubepodsX")));
     }
 }
