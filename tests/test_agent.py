@@ -52,14 +52,14 @@ def test_vanished_vcpu_thread_does_not_stop_the_others(
     real_apply = agent.apply_assignment
 
     def apply_after_thread_2_ended(
-        proc_root: Path, assignment: Assignment, dry_run: bool
+        proc_root: Path, assignment: Assignment, dry_run: bool, cgroups: object = None
     ) -> PinResult:
         if (
             assignment.vcpu_index == 2
             and Path(f"/proc/{assignment.pid}/task/{assignment.tid}").exists()
         ):
             fake_sandbox.stop_thread(2)
-        return real_apply(proc_root, assignment, dry_run)
+        return real_apply(proc_root, assignment, dry_run, cgroups)
 
     monkeypatch.setattr(agent, "apply_assignment", apply_after_thread_2_ended)
 

@@ -34,7 +34,7 @@ from kata_numa.policy import (
 )
 from kata_numa.sandbox import Sandbox, Skipped, find_sandboxes, still_running
 from kata_numa.topology import read_topology
-from kata_numa.vcpus import BACKOFF, HOW_TO_ENABLE, VcpuThreads, qmp_socket_for, read_vcpu_threads
+from kata_numa.vcpus import BACKOFF, VcpuThreads, qmp_socket_for, read_vcpu_threads
 
 log = logging.getLogger("kata_numa.agent")
 
@@ -165,6 +165,7 @@ def run_pass(options: AgentOptions, topology: HostTopology | None = None) -> Pas
 
     planned = plan_states(options, topology, states)
 
+    cgroups = read_layout(options.proc_root, options.cgroup_root)
     if options.only:
         skipped = [s for s in skipped if s.sandbox_id is None or s.sandbox_id in options.only]
     report = PassReport(topology, skipped=skipped, gone=gone, dry_run=dry_run)
@@ -176,7 +177,8 @@ def run_pass(options: AgentOptions, topology: HostTopology | None = None) -> Pas
         alive = still_running(options.proc_root, placement.sandbox)
         for assignment in placement.assignments:
             if alive:
-                entry.results.append(apply_assignment(options.proc_root, assignment, dry_run))
+                result = apply_assignment(options.proc_root, assignment, dry_run, cgroups)
+                entry.results.append(result)
             else:
                 entry.results.append(PinResult(assignment, Outcome.GONE))
         report.sandboxes.append(entry)
@@ -238,7 +240,7 @@ def _log_sandbox(entry: SandboxReport, dry_run: bool, quiet_unchanged: bool) -> 
             sandbox.sandbox_id,
             sandbox.pid,
             vcpus.expected,
-            HOW_TO_ENABLE,
+            vcpus.advice,
             extra=fields,
         )
         return
@@ -248,7 +250,7 @@ def _log_sandbox(entry: SandboxReport, dry_run: bool, quiet_unchanged: bool) -> 
             sandbox.sandbox_id,
             vcpus.missing,
             vcpus.expected,
-            "; ".join(vcpus.notes) or "not blocked in KVM_RUN while read",
+            vcpus.missing_reason,
             extra=fields,
         )
     verb = "would place" if dry_run else "placed"
