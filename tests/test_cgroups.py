@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cpusets import last_cpu_cpuset
 from kata_numa._native import CpuSet
 from kata_numa.cgroups import allowed_cpus, read_layout
 from kata_numa.errors import SysfsError
@@ -280,35 +280,12 @@ def test_a_cgroup_inside_a_mounted_sub_tree(tmp_path: Path) -> None:
 
 # --- the real v1 cpuset controller of this machine -------------------------------------------
 
-CPUSET_V1 = Path("/sys/fs/cgroup/cpuset")
-
-
-def _cpuset_unusable() -> str | None:
-    if os.geteuid() != 0:
-        return "creating a cpuset cgroup needs root"
-    if not (CPUSET_V1 / "cpuset.cpus").is_file():
-        return f"no cgroup v1 cpuset hierarchy at {CPUSET_V1}"
-    if len(CpuSet((CPUSET_V1 / "cpuset.effective_cpus").read_text())) < 2:
-        return "the root cpuset has fewer than two CPUs"
-    return None
-
 
 @pytest.fixture
 def cpuset_cgroup() -> Iterator[Path]:
     """A cpuset cgroup holding the highest online CPU only; removed after its processes end."""
-    reason = _cpuset_unusable()
-    if reason is not None:
-        pytest.skip(reason)
-    folder = CPUSET_V1 / f"kata-numa-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    try:
-        last = CpuSet((CPUSET_V1 / "cpuset.effective_cpus").read_text()).last()
-        (folder / "cpuset.mems").write_text((CPUSET_V1 / "cpuset.effective_mems").read_text())
-        (folder / "cpuset.cpus").write_text(f"{last}\n")
+    with last_cpu_cpuset() as folder:
         yield folder
-    finally:
-        # The QEMU fixture inside ends first; a process still listed would keep rmdir failing.
-        folder.rmdir()
 
 
 @needs_qemu

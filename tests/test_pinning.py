@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cpusets import last_cpu_cpuset
 from kata_numa import pinning
 from kata_numa._native import CpuSet
 from kata_numa.errors import AffinityError
@@ -137,34 +138,12 @@ def test_a_refusal_names_the_threads_own_cpuset(
 
 # --- a real thread in a real v1 cpuset of its own ---------------------------------------------
 
-CPUSET_V1 = Path("/sys/fs/cgroup/cpuset")
-
-
-def _cpuset_unusable() -> str | None:
-    if os.geteuid() != 0:
-        return "creating a cpuset cgroup needs root"
-    if not (CPUSET_V1 / "cpuset.cpus").is_file():
-        return f"no cgroup v1 cpuset hierarchy at {CPUSET_V1}"
-    if len(CpuSet((CPUSET_V1 / "cpuset.effective_cpus").read_text())) < 2:
-        return "the root cpuset has fewer than two CPUs"
-    return None
-
 
 @pytest.fixture
 def thread_cpuset() -> Iterator[Path]:
     """A v1 cpuset of the highest online CPU, for one thread; removed after its thread ends."""
-    reason = _cpuset_unusable()
-    if reason is not None:
-        pytest.skip(reason)
-    folder = CPUSET_V1 / f"kata-numa-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    try:
-        last = CpuSet((CPUSET_V1 / "cpuset.effective_cpus").read_text()).last()
-        (folder / "cpuset.mems").write_text((CPUSET_V1 / "cpuset.effective_mems").read_text())
-        (folder / "cpuset.cpus").write_text(f"{last}\n")
+    with last_cpu_cpuset() as folder:
         yield folder
-    finally:
-        folder.rmdir()  # the process of the thread inside has ended (its fixture ends first)
 
 
 @pytest.fixture
