@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,19 +295,20 @@ def test_real_qemu_in_a_v1_cpuset_is_pinned_only_inside_it(
     tmp_path: Path, cpuset_cgroup: Path
 ) -> None:
     inside = CpuSet(cpuset_cgroup.joinpath("cpuset.cpus").read_text())
-    args = [*TCG, "-S", "-name", "sandbox-cpuset-test,debug-threads=on", "-smp", "2", "-m", "64"]
+    name = f"cpuset-{uuid.uuid4().hex[:8]}"
+    args = [*TCG, "-S", "-name", f"sandbox-{name},debug-threads=on", "-smp", "2", "-m", "64"]
 
     with qemu_vm(args, tmp_path / "qmp.sock", vcpus=2) as vm:
         (cpuset_cgroup / "cgroup.procs").write_text(f"{vm.pid}\n")
         layout = read_layout("/proc")
         allowed = allowed_cpus("/proc", vm.pid, CpuSet(os.sched_getaffinity(0)), layout)
-        result = run_cli("run", "--once", "--sandbox", "cpuset-test")
+        result = run_cli("run", "--once", "--sandbox", name)
         masks = thread_masks(vm.pid)
         vcpu_tids = qmp_vcpu_threads(tmp_path / "qmp.sock").values()
 
     assert allowed.cpus == inside
     assert allowed.source == str(cpuset_cgroup / "cpuset.effective_cpus")
     assert result.returncode == 0, result.stderr
-    assert "sandbox cpuset-test placed" in result.stderr
+    assert f"sandbox {name} placed" in result.stderr
     assert all(CpuSet(masks[tid]) == inside for tid in vcpu_tids), masks
     assert all(CpuSet(mask).issubset(inside) for mask in masks.values()), masks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import pytest
 
 from kata_numa._native import parse_qemu_args, read_process
 from kata_numa.errors import QemuArgsError
-from kata_numa.sandbox import Skipped, classify, is_qemu, sandbox_id_of
+from kata_numa.sandbox import Sandbox, Skipped, classify, is_qemu, sandbox_id_of
 from procgen import Proc, make_process
 
 # Command lines in the shape the Kata runtimes write them (ids shortened).
@@ -208,3 +209,39 @@ def test_a_replaced_binary_still_counts(tmp_path: Path) -> None:
 
     assert process.exe == "/usr/bin/qemu-system-x86_64"
     assert not isinstance(classify(process), Skipped)
+
+
+def test_a_qemu_named_binary_that_is_not_roots_is_no_sandbox(tmp_path: Path) -> None:
+    """A user's copy of any program named qemu-system-x86_64 (here: a file the test owns as
+    another uid) is refused; the operator may still name such a binary with --qemu-path."""
+    binary = tmp_path / "qemu-system-x86_64"
+    binary.write_text("")
+    os.chown(binary, 65534, 65534)
+    make_process(tmp_path, Proc(78, ["qemu-system-x86_64", "-name", "sandbox-u"], exe=str(binary)))
+    process = read_process(str(tmp_path), 78)
+
+    found = classify(process, proc_root=tmp_path)
+
+    assert isinstance(found, Skipped) and "uid 65534" in found.reason
+    assert isinstance(classify(process, (str(binary),), tmp_path), Sandbox)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["/dev/shm/e", "../../../dev/zero", "0000:3b:00.8", "3b:00", "0000:3b:00.0/x", "zz:00.0"],
+)
+def test_vfio_hosts_that_are_not_pci_addresses_are_ignored(host: str) -> None:
+    """The address is joined onto a sysfs path later: only DDDD:BB:DD.F may get there."""
+    layout = parse_qemu_args(["qemu", "-device", f"vfio-pci,host={host}"])
+
+    assert layout.vfio_devices == []
+    assert any("not a PCI address" in note for note in layout.notes)
+
+
+def test_a_huge_numa_cpus_argument_is_refused_quickly_with_a_short_message() -> None:
+    argv = ["qemu", "-smp", "2", "-numa", "node," + ",".join(["cpus=0-1048575"] * 2000)]
+
+    with pytest.raises(QemuArgsError) as caught:
+        parse_qemu_args(argv)
+
+    assert len(str(caught.value)) < 1000

@@ -95,6 +95,24 @@ def test_a_thread_named_beyond_maxcpus_is_no_vcpu(tmp_path: Path) -> None:
     assert any("CPU 5/KVM" in note and "not a vCPU" in note for note in found.notes)
 
 
+def test_a_hot_plugged_vcpu_in_guest_mode_is_never_an_emulator_thread(tmp_path: Path) -> None:
+    """Kata boots with `-smp 1,maxcpus=4` and hot-plugs vCPUs; vCPU 2 runs in guest mode."""
+    fds = {12 + i: f"anon_inode:kvm-vcpu:{i}" for i in range(3)} | {3: "/dev/kvm"}
+    threads = [
+        Thread(PID, syscall=PPOLL),
+        Thread(4010, syscall=kvm_run(12)),
+        Thread(4011, syscall=kvm_run(13)),
+        Thread(4012, syscall=RUNNING),
+    ]
+    make_process(tmp_path, Proc(PID, qemu_argv("-smp", "1,maxcpus=4", "-m", "512"), threads, fds))
+
+    found = read_vcpu_threads(tmp_path, sandbox_of(tmp_path), backoff=())
+
+    assert {index: task.tid for index, task in found.by_index.items()} == {0: 4010, 1: 4011}
+    assert found.expected == 3 and not found.complete
+    assert found.others == [], "the running thread may be vCPU 2: it is nobody's emulator"
+
+
 def test_kvm_descriptors_turn_apic_ids_into_vcpu_indexes(tmp_path: Path) -> None:
     expected = kvm_sandbox(tmp_path)
 

@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,11 +95,27 @@ def _claimed_sandbox_id(argv: Sequence[str]) -> str | None:
 SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def classify(process: Process, qemu_paths: Iterable[str] = ()) -> Sandbox | Skipped | None:
+def exe_problem(proc_root: str | Path, pid: int) -> str | None:
+    """Why the binary a process runs cannot be trusted as a system QEMU, or None: it must be
+    owned by root and writable by nobody else (a copy in a user's folder is neither)."""
+    try:
+        info = os.stat(Path(proc_root) / str(pid) / "exe")  # the running binary's own inode
+    except OSError as exc:
+        return f"cannot inspect its binary ({exc.strerror})"
+    if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"its binary belongs to uid {info.st_uid} or is writable by others: not trusted"
+    return None
+
+
+def classify(
+    process: Process, qemu_paths: Iterable[str] = (), proc_root: str | Path | None = None
+) -> Sandbox | Skipped | None:
     """A Sandbox, a Skipped QEMU process with its reason, or None for anything else.
 
     Both what the process says it runs (argv[0]) and what it really runs (`/proc/<pid>/exe`,
     which it cannot choose) must be QEMU: a process that only calls itself QEMU is no sandbox.
+    With `proc_root`, a binary found by its name (not named by the operator) must also be
+    root's and writable by nobody else.
     """
     paths = tuple(qemu_paths)
     if not process.argv or not is_qemu(process.argv[0], paths):
@@ -107,6 +124,10 @@ def classify(process: Process, qemu_paths: Iterable[str] = ()) -> Sandbox | Skip
         return Skipped(process.pid, "cannot read its /proc/<pid>/exe to confirm it runs QEMU")
     if not is_qemu(process.exe, paths):
         return Skipped(process.pid, f"calls itself QEMU but runs {process.exe}: not managed")
+    if proc_root is not None and process.exe not in paths:
+        problem = exe_problem(proc_root, process.pid)
+        if problem is not None:
+            return Skipped(process.pid, f"runs {process.exe}, but {problem}")
     try:
         layout = parse_qemu_args(process.argv)
     except QemuArgsError as exc:
@@ -130,7 +151,7 @@ def find_sandboxes(
     sandboxes: list[Sandbox] = []
     skipped: list[Skipped] = []
     for process in read_processes(str(proc_root)):
-        found = classify(process, paths)
+        found = classify(process, paths, proc_root)
         if isinstance(found, Sandbox):
             sandboxes.append(found)
         elif isinstance(found, Skipped):

@@ -65,9 +65,12 @@ class Service:
         while not self.stopping.is_set():
             try:
                 await self.run_once()
-            except Exception:
-                # A pass that failed as a whole (unreadable sysfs, say) is logged; the agent
-                # keeps its last good state and tries again on the next tick.
+            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+                raise
+            except BaseException:
+                # A pass that failed as a whole (unreadable sysfs, say, or a bug that panicked
+                # in Rust: PyO3 raises those as a BaseException) is logged; the agent keeps its
+                # last good state and tries again on the next tick.
                 log.exception("pass failed; keeping the last good state")
             await self._sleep()
         log.info("kata-numa agent stopped")

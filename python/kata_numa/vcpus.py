@@ -107,6 +107,14 @@ def _from_scan(scan: VcpuScan, expected: int) -> VcpuThreads:
     return found
 
 
+def _expected(sandbox: Sandbox, scan: VcpuScan) -> int:
+    """vCPUs that exist: `-smp`'s boot count, or more when vCPUs were hot-plugged since (Kata
+    starts QEMU with one vCPU and `maxcpus`, then adds them): each has a KVM vCPU descriptor.
+    Counting those keeps a hot-plugged vCPU that was not identified from passing for an
+    emulator thread."""
+    return max(sandbox.layout.smp.cpus, scan.kvm_vcpu_fds)
+
+
 def _may_improve(scan: VcpuScan, sandbox: Sandbox) -> bool:
     """Whether reading again can name more vCPUs: names or KVM descriptors are in play."""
     layout = sandbox.layout
@@ -160,14 +168,14 @@ def read_vcpu_threads(
 
     Raises ProcessGone when the process ended.
     """
-    expected = sandbox.layout.smp.cpus
     binary = sandbox.argv[0] if sandbox.argv else ""
     scan = scan_vcpus(str(proc_root), sandbox.pid, sandbox.layout.smp, binary)
     for delay in backoff:
-        if len(scan.vcpus) >= expected or not _may_improve(scan, sandbox):
+        if len(scan.vcpus) >= _expected(sandbox, scan) or not _may_improve(scan, sandbox):
             break
         time.sleep(delay)
         scan = scan_vcpus(str(proc_root), sandbox.pid, sandbox.layout.smp, binary)
+    expected = _expected(sandbox, scan)
     found = _from_scan(scan, expected)
 
     if found.complete or qmp_socket is None:

@@ -107,9 +107,20 @@ impl CpuSet {
         self.trim();
     }
 
+    /// Insert `first..=last`, a 64-bit word at a time.
     pub fn insert_range(&mut self, first: u32, last: u32) {
-        for cpu in first..=last {
-            self.insert(cpu);
+        if first > last {
+            return;
+        }
+        let (first_word, last_word) = (first as usize / 64, last as usize / 64);
+        if self.words.len() <= last_word {
+            self.words.resize(last_word + 1, 0);
+        }
+        for (index, word) in self.words[first_word..=last_word].iter_mut().enumerate() {
+            let index = first_word + index;
+            let low = if index == first_word { first % 64 } else { 0 };
+            let high = if index == last_word { last % 64 } else { 63 };
+            *word |= (u64::MAX >> (63 - high)) & (u64::MAX << low);
         }
     }
 
@@ -381,5 +392,15 @@ mod tests {
         assert_eq!(a.symmetric_difference(&b).to_list(), "0-3,8-200");
         assert_eq!(b.last(), Some(200));
         assert!(CpuSet::parse_list("4-5").unwrap().is_subset(&a));
+    }
+
+    #[test]
+    fn ranges_a_word_at_a_time() {
+        for (first, last) in [(0, 0), (0, 63), (1, 64), (63, 64), (5, 200), (64, 127), (100, 1000)]
+        {
+            let mut set = CpuSet::new();
+            set.insert_range(first, last);
+            assert_eq!(set.iter().collect::<Vec<_>>(), (first..=last).collect::<Vec<_>>());
+        }
     }
 }

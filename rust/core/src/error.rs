@@ -59,7 +59,12 @@ impl fmt::Display for Error {
             Error::Gone { pid, tid: None, path } => {
                 write!(f, "process {pid} is gone ({})", path.display())
             }
-            Error::QemuArgs { arg, reason } => write!(f, "QEMU argument {arg:?}: {reason}"),
+            Error::QemuArgs { arg, reason } => {
+                // A command line can be megabytes long: name the start of the argument only.
+                let shown: String = arg.chars().take(200).collect();
+                let more = if shown.len() < arg.len() { "..." } else { "" };
+                write!(f, "QEMU argument {shown:?}{more}: {reason}")
+            }
             Error::Affinity { tid, source } => {
                 write!(f, "cannot change the CPU affinity of thread {tid}: {source}")
             }

@@ -3,17 +3,31 @@
 use crate::error::{Error, Result};
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// Largest file read: sysfs and procfs files are a few KiB; a command line is at most a few
+/// MiB (ARG_MAX). Anything larger is not what the kernel writes there.
+pub const MAX_FILE_BYTES: usize = 8 << 20;
 
 /// `fs::read` without its `statx` and `lseek` for a size hint (`read_to_end` on a `File`
 /// makes them too): sysfs and procfs files are small and report a size of 4096 or 0 anyway,
-/// and one topology read opens about a thousand of them.
+/// and one topology read opens about a thousand of them. Only regular files are read (opened
+/// without blocking, so a FIFO planted where a file should be cannot stall the agent), and at
+/// most [`MAX_FILE_BYTES`] (a link to `/dev/zero` cannot exhaust memory).
 fn read_small(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = fs::File::open(path)?;
+    let mut file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
     let mut bytes = vec![0; 4096];
     let mut len = 0;
     loop {
         if len == bytes.len() {
+            if len >= MAX_FILE_BYTES {
+                let message = format!("larger than {MAX_FILE_BYTES} bytes");
+                return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+            }
             bytes.resize(2 * len, 0);
         }
         match file.read(&mut bytes[len..]) {
@@ -84,5 +98,22 @@ pub fn link_name(path: &Path) -> Result<Option<String>> {
         Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_and_fifos_are_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let zero = tmp.path().join("numa_node");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(read_trimmed(&zero).unwrap_err().to_string().contains("not a regular file"));
+        let fifo = tmp.path().join("fifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        assert!(read_optional(&fifo).is_err());
     }
 }

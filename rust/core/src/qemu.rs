@@ -378,7 +378,13 @@ pub fn parse_qemu_args(argv: &[String]) -> Result<GuestLayout> {
                             .map(str::to_string)
                     });
                     if let Some(host) = host {
-                        layout.vfio_devices.push(normalize_bdf(&host));
+                        match normalize_bdf(&host) {
+                            Some(bdf) => layout.vfio_devices.push(bdf),
+                            None => layout.notes.push(format!(
+                                "vfio-pci device {:?} is not a PCI address: ignored",
+                                truncate(&host)
+                            )),
+                        }
                     }
                 }
             }
@@ -416,13 +422,19 @@ fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
                 };
                 let mut cpus = CpuSet::new();
                 for value in opts.all("cpus") {
-                    let set = CpuSet::parse_list(value)
-                        .map_err(|e| Error::QemuArgs { arg: arg.clone(), reason: e.to_string() })?;
+                    let set = CpuSet::parse_list(value).map_err(|e| Error::QemuArgs {
+                        arg: truncate(arg),
+                        reason: e.to_string(),
+                    })?;
+                    if set.last().is_some_and(|last| last >= layout.smp.maxcpus) {
+                        let reason = format!(
+                            "cpus={} reach beyond maxcpus {}",
+                            truncate(value),
+                            layout.smp.maxcpus
+                        );
+                        return Err(Error::QemuArgs { arg: truncate(arg), reason });
+                    }
                     cpus = cpus.union(&set);
-                }
-                if cpus.last().is_some_and(|last| last >= layout.smp.maxcpus) {
-                    let reason = format!("cpus={cpus} reach beyond maxcpus {}", layout.smp.maxcpus);
-                    return Err(Error::QemuArgs { arg: arg.clone(), reason });
                 }
                 let mem_mib =
                     opts.get("mem").map(|m| size_mib(arg, m, 1 << 20)).transpose()?.unwrap_or(0);
@@ -468,12 +480,26 @@ fn apply_numa(layout: &mut GuestLayout, numa_args: &[String]) -> Result<()> {
 }
 
 /// `3b:00.0` → `0000:3b:00.0`; lower case.
-pub fn normalize_bdf(text: &str) -> String {
+pub fn normalize_bdf(text: &str) -> Option<String> {
     let text = text.to_ascii_lowercase();
-    if text.matches(':').count() == 1 {
-        format!("0000:{text}")
-    } else {
-        text
+    let text = if text.matches(':').count() == 1 { format!("0000:{text}") } else { text };
+    let hex =
+        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit());
+    let (domain, rest) = text.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (device, function) = rest.split_once('.')?;
+    let valid = hex(domain, 4)
+        && hex(bus, 2)
+        && hex(device, 2)
+        && matches!(function.as_bytes(), [b'0'..=b'7']);
+    valid.then_some(text)
+}
+
+/// At most 200 characters of a value for a message: a command line can be megabytes long.
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
     }
 }
 
