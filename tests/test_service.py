@@ -127,3 +127,23 @@ def test_broken_sysfs_keeps_the_last_good_topology(tmp_path: Path) -> None:
         agent.stop()
         for fake in sandboxes:
             fake.close()
+
+
+def test_a_passed_over_qemu_is_logged_once_not_every_pass(
+    tmp_path: Path, sandbox: tuple[str, FakeQemu]
+) -> None:
+    name, _ = sandbox
+    host = make_host(tmp_path / "host", {0: NodeSpec("0-1")})
+    plain = FakeQemu(f"plain-{uuid.uuid4().hex[:8]}", vcpus=1)
+    agent = Agent("--sysfs-root", str(host), "--sandbox", name, "--interval", "0.2")
+    try:
+        agent.wait_for(f"skipped process PID={plain.pid}")
+        for _ in range(3):  # three more passes
+            agent.process.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        agent.process.send_signal(signal.SIGTERM)
+        agent.wait_for("agent stopped")
+        assert not [line for line in agent.seen if f"skipped process PID={plain.pid}" in line][1:]
+    finally:
+        agent.stop()
+        plain.close()

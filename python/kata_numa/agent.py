@@ -191,9 +191,14 @@ def log_report(
     """INFO per sandbox placed, WARNING per degraded decision, ERROR per failed thread.
 
     With `quiet_unchanged`, sandboxes whose masks did not change are not logged again, and
-    device verdicts only when they differ from `previous`.
+    device verdicts and passed-over processes only when they differ from `previous`.
     """
+    seen: set[tuple[int, str]] = set()
+    if quiet_unchanged and previous is not None:
+        seen = {(s.pid, s.reason) for s in previous.skipped}
     for skipped in report.skipped:
+        if (skipped.pid, skipped.reason) in seen:
+            continue  # said in the previous pass already
         if skipped.sandbox_id is not None:  # a sandbox, but one that cannot be managed
             fields: dict[str, object] = {"PID": skipped.pid, "SANDBOX_ID": skipped.sandbox_id}
             log.warning(
