@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from cpuref import ref_parse_list
 from hostgen import NodeSpec, make_host
 from kata_numa import CpuSet
 from kata_numa.topology import read_topology
@@ -28,25 +29,14 @@ def best_of(function: Callable[[], object], number: int, repeat: int = 7) -> flo
     return statistics.median(rounds) / number
 
 
-def py_parse_list(text: str) -> set[int]:
-    cpus: set[int] = set()
-    for item in filter(None, text.strip().split(",")):
-        span, _, stride = item.partition(":")
-        first, _, last = span.partition("-")
-        lo, hi = int(first), int(last or first)
-        used, group = (int(x) for x in stride.split("/")) if stride else (hi - lo + 1, hi - lo + 1)
-        cpus.update(c for c in range(lo, hi + 1) if (c - lo) % group < used)
-    return cpus
-
-
 def py_read_topology(root: Path) -> list[tuple[int, set[int], int, list[int]]]:
     """The same files the Rust reader reads for nodes, in plain Python."""
     node_dir = root / "sys/devices/system/node"
-    online = py_parse_list((root / "sys/devices/system/cpu/online").read_text())
+    online = ref_parse_list((root / "sys/devices/system/cpu/online").read_text())
     nodes = []
-    for node in sorted(py_parse_list((node_dir / "online").read_text())):
+    for node in sorted(ref_parse_list((node_dir / "online").read_text())):
         folder = node_dir / f"node{node}"
-        cpus = py_parse_list((folder / "cpulist").read_text()) & online
+        cpus = ref_parse_list((folder / "cpulist").read_text()) & online
         total = 0
         for line in (folder / "meminfo").read_text().splitlines():
             words = line.split()
@@ -65,7 +55,7 @@ def py_read_topology(root: Path) -> list[tuple[int, set[int], int, list[int]]]:
 def bench_cpuset_parse() -> tuple[str, float, float]:
     text = ",".join(f"{base}-{base + 27}" for base in range(0, 8192, 32))
     ours = best_of(lambda: CpuSet.parse_list(text), 2000)
-    reference = best_of(lambda: py_parse_list(text), 200)
+    reference = best_of(lambda: ref_parse_list(text), 200)
     return "parse a 7168-CPU list of 256 ranges", ours, reference
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from machines import FIXTURES, MACHINES, MachineStore
+from qemurun import Runner
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +22,13 @@ def sysfs_machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine
     base = tmp_path_factory.mktemp("sysfs-machines")
     yield MachineStore(base)
     shutil.rmtree(base, ignore_errors=True)  # up to 700 MB unpacked: not kept between runs
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    """Starts QEMU processes for a test and stops every one of them afterwards."""
+    qemu = Runner(tmp_path)
+    try:
+        yield qemu
+    finally:
+        qemu.stop_all()

@@ -6,12 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from qemu_vm import started_qemu
 
 QEMU = shutil.which("qemu-system-x86_64")
 FAKE = Path(__file__).parent / "fake_qemu.py"
@@ -128,29 +129,9 @@ def vcpu_tids(pid: int) -> dict[int, int]:
 def running_qemu(args: Sequence[str], vcpus: int) -> Iterator[subprocess.Popen[bytes]]:
     """A QEMU that has created its `vcpus` vCPU threads; killed on exit, whatever happens."""
     assert QEMU is not None
-    process = subprocess.Popen(
-        [QEMU, *BASE, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while len(vcpu_tids(process.pid)) < vcpus:
-            if process.poll() is not None:
-                err = process.stderr.read().decode() if process.stderr else ""
-                raise AssertionError(f"QEMU exited with {process.returncode}: {err}")
-            if time.monotonic() > deadline:
-                raise AssertionError("QEMU did not create its vCPU threads within 30 s")
-            time.sleep(0.05)
+
+    def ready(process: subprocess.Popen[bytes]) -> bool:
+        return len(vcpu_tids(process.pid)) >= vcpus
+
+    with started_qemu([QEMU, *BASE, *args], ready, f"QEMU's {vcpus} vCPU threads") as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        if process.stderr:
-            process.stderr.close()
-
-
-def online_cpus() -> int:
-    return len(os.sched_getaffinity(0))

@@ -99,23 +99,23 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
 
 
 @contextmanager
-def qemu_vm(args: Sequence[str], qmp_socket: Path, vcpus: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A QEMU with a QMP socket at `qmp_socket` whose `vcpus` vCPU threads exist; killed (by its
-    PID) and reaped on exit, whatever happens."""
-    assert QEMU is not None
-    command = [QEMU, *BASE, *args, "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+def started_qemu(
+    command: Sequence[str], ready: Callable[[subprocess.Popen[bytes]], bool], what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """QEMU run as `command`, yielded once `ready(process)`; killed (by its PID) and reaped on
+    exit, whatever happens. Fails with QEMU's stderr when it exits first."""
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
 
-        def ready() -> bool:
+        def check() -> bool:
             if process.poll() is not None:
                 err = process.stderr.read().decode() if process.stderr else ""
                 raise AssertionError(f"QEMU exited with {process.returncode}: {err}")
-            return qmp_socket.exists() and len(qmp_vcpu_threads(qmp_socket)) == vcpus
+            return ready(process)
 
-        wait_for(ready, f"QEMU's {vcpus} vCPU threads")
+        wait_for(check, what)
         yield process
     finally:
         if process.poll() is None:
@@ -123,6 +123,20 @@ def qemu_vm(args: Sequence[str], qmp_socket: Path, vcpus: int) -> Iterator[subpr
         process.wait(timeout=30)
         if process.stderr:
             process.stderr.close()
+
+
+@contextmanager
+def qemu_vm(args: Sequence[str], qmp_socket: Path, vcpus: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A QEMU with a QMP socket at `qmp_socket` whose `vcpus` vCPU threads exist; killed (by its
+    PID) and reaped on exit, whatever happens."""
+    assert QEMU is not None
+    command = [QEMU, *BASE, *args, "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+
+    def ready(_: subprocess.Popen[bytes]) -> bool:
+        return qmp_socket.exists() and len(qmp_vcpu_threads(qmp_socket)) == vcpus
+
+    with started_qemu(command, ready, f"QEMU's {vcpus} vCPU threads") as process:
+        yield process
 
 
 def thread_masks(pid: int) -> dict[int, str]:

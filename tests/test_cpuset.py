@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cpuref import ref_parse_list, ref_to_list, ref_to_mask
 from kata_numa import CpuSet
 from kata_numa.errors import CpuSetError, KataNumaError
 
@@ -109,42 +110,6 @@ def test_algebra_operators() -> None:
 def test_rejects_out_of_range_members() -> None:
     with pytest.raises(ValueError):
         CpuSet([-1])
-
-
-# A small Python reference of both formats, to compare the Rust parser and printer with.
-
-
-def ref_to_list(cpus: set[int]) -> str:
-    runs: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if runs and runs[-1][1] == cpu - 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-def ref_to_mask(cpus: set[int]) -> str:
-    value = sum(1 << cpu for cpu in cpus)
-    groups = []
-    while True:
-        groups.append(value & 0xFFFFFFFF)
-        value >>= 32
-        if not value:
-            break
-    head, *rest = reversed(groups)
-    return ",".join([f"{head:x}", *(f"{g:08x}" for g in rest)])
-
-
-def ref_parse_list(text: str) -> set[int]:
-    cpus: set[int] = set()
-    for item in filter(None, text.strip().split(",")):
-        span, _, stride = item.partition(":")
-        first, _, last = span.partition("-")
-        lo, hi = int(first), int(last or first)
-        used, group = (int(x) for x in stride.split("/")) if stride else (hi - lo + 1, hi - lo + 1)
-        cpus.update(c for c in range(lo, hi + 1) if (c - lo) % group < used)
-    return cpus
 
 
 cpu_sets = st.sets(st.integers(min_value=0, max_value=8191), max_size=300)

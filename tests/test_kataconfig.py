@@ -210,6 +210,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def plan_on_example_host(
+    capsys: pytest.CaptureFixture[str], config: str, *options: str
+) -> tuple[int, str, str]:
+    """`kata-numa plan --kata-config CONFIG` on the bundled two-node host."""
+    host = str(EXAMPLES / "hosts/two-node")
+    return run_cli(capsys, "plan", "--kata-config", config, "--sysfs-root", host, *options)
+
+
 def test_cli_check_config_error_exit(
     tmp_path: Path, four_node_host: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -248,14 +256,8 @@ def test_cli_check_config_example_json(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_example_config_drives_a_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(
-        capsys,
-        "plan",
-        "--kata-config",
-        str(EXAMPLES / "kata/configuration-qemu.toml"),
-        "--sysfs-root",
-        str(EXAMPLES / "hosts/two-node"),
-        "--json",
+    code, out, _ = plan_on_example_host(
+        capsys, str(EXAMPLES / "kata/configuration-qemu.toml"), "--json"
     )
     data = json.loads(out)
     assert code == 0
@@ -306,14 +308,7 @@ def test_plan_refuses_bad_values(
         tmp_path / "kata", base="", **{"50-bad.toml": f"[hypervisor.qemu]\n{line}\n"}
     )
     dropin = tmp_path / "kata/config.d/50-bad.toml"
-    code, out, err = run_cli(
-        capsys,
-        "plan",
-        "--kata-config",
-        str(path),
-        "--sysfs-root",
-        str(EXAMPLES / "hosts/two-node"),
-    )
+    code, out, err = plan_on_example_host(capsys, str(path))
     assert (code, out) == (2, "")
     assert f"{dropin}: [hypervisor.qemu] {shown} should be" in err
 
@@ -324,15 +319,7 @@ def test_plan_warns_but_plans_when_numa_lacks_static_sizing(
     """Kata's behaviour, not a value the plan reads wrongly: check-config's error, plan's
     warning."""
     path = write_config(tmp_path / "kata", **{"10.toml": NUMA_ON + 'numa_mapping = ["0", "1"]\n'})
-    code, out, _ = run_cli(
-        capsys,
-        "plan",
-        "--kata-config",
-        str(path),
-        "--sysfs-root",
-        str(EXAMPLES / "hosts/two-node"),
-        "--json",
-    )
+    code, out, _ = plan_on_example_host(capsys, str(path), "--json")
     assert code == 0
     assert any("static_sandbox_resource_mgmt is false" in w for w in json.loads(out)["warnings"])
 
@@ -370,15 +357,7 @@ def test_default_vcpus_zero_starts_one_vcpu_as_kata_does(
 ) -> None:
     dropin = "[hypervisor.qemu]\ndefault_vcpus = 0\n"
     path = write_config(tmp_path / "kata", base="", **{"50.toml": dropin})
-    code, out, err = run_cli(
-        capsys,
-        "plan",
-        "--kata-config",
-        str(path),
-        "--sysfs-root",
-        str(EXAMPLES / "hosts/two-node"),
-        "--json",
-    )
+    code, out, err = plan_on_example_host(capsys, str(path), "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["smp"]["cpus"] == 1
@@ -390,15 +369,7 @@ def test_default_maxvcpus_over_qemus_limit_is_capped_as_kata_does(
 ) -> None:
     dropin = "[hypervisor.qemu]\ndefault_vcpus = 2\ndefault_maxvcpus = 1000\n"
     path = write_config(tmp_path / "kata", base="", **{"50.toml": dropin})
-    code, out, err = run_cli(
-        capsys,
-        "plan",
-        "--kata-config",
-        str(path),
-        "--sysfs-root",
-        str(EXAMPLES / "hosts/two-node"),
-        "--json",
-    )
+    code, out, err = plan_on_example_host(capsys, str(path), "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["smp"]["maxcpus"] == 288

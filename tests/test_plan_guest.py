@@ -13,7 +13,6 @@ import re
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,15 +94,6 @@ def initramfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             check=True,
         )
     return image
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Iterator[Runner]:
-    qemu = Runner(tmp_path)
-    try:
-        yield qemu
-    finally:
-        qemu.stop_all()
 
 
 @dataclass

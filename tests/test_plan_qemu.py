@@ -9,8 +9,6 @@ must match the plan.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,15 +64,6 @@ PLANS = {
         {"vfio": [("0000:3b:00.0", 0), ("0000:af:00.0", 1), ("0000:b0:00.0", 1)]},
     ),
 }
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Iterator[Runner]:
-    qemu = Runner(tmp_path)
-    try:
-        yield qemu
-    finally:
-        qemu.stop_all()
 
 
 def info_numa(qmp: Qmp) -> dict[int, tuple[list[int], int]]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kata_numa._native import HostTopology
+from kata_numa._native import CgroupLayout, HostTopology
 from kata_numa.cgroups import Allowed, allowed_cpus, read_layout
 from kata_numa.errors import KataNumaError, ProcessGone
 from kata_numa.gpu import (
@@ -111,11 +111,16 @@ class PassReport:
 
 
 def read_states(
-    options: AgentOptions, topology: HostTopology, sandboxes: Iterable[Sandbox]
+    options: AgentOptions,
+    topology: HostTopology,
+    sandboxes: Iterable[Sandbox],
+    layout: CgroupLayout | None = None,
 ) -> tuple[list[SandboxState], list[Sandbox], list[Skipped]]:
     """Allowed CPUs, vCPU threads and VFIO devices of each sandbox; those that ended; and those
-    whose files could not be read (each one is skipped alone: the others are still placed)."""
-    layout = read_layout(options.proc_root, options.cgroup_root)
+    whose files could not be read (each one is skipped alone: the others are still placed).
+    `layout`: the cgroup hierarchies, when the caller has read them already."""
+    if layout is None:
+        layout = read_layout(options.proc_root, options.cgroup_root)
     states, gone, unreadable = [], [], []
     for sandbox in sandboxes:
         try:
@@ -159,13 +164,13 @@ def run_pass(options: AgentOptions, topology: HostTopology | None = None) -> Pas
     if topology is None:
         topology = read_topology(options.sysfs_root)
     sandboxes, skipped = find_sandboxes(options.proc_root, options.qemu_paths)
-    states, gone, unreadable = read_states(options, topology, sandboxes)
+    cgroups = read_layout(options.proc_root, options.cgroup_root)
+    states, gone, unreadable = read_states(options, topology, sandboxes, cgroups)
     skipped = skipped + unreadable
     dry_run = options.dry_run or not is_live_proc(options.proc_root)
 
     planned = plan_states(options, topology, states)
 
-    cgroups = read_layout(options.proc_root, options.cgroup_root)
     if options.only:
         skipped = [s for s in skipped if s.sandbox_id is None or s.sandbox_id in options.only]
     report = PassReport(topology, skipped=skipped, gone=gone, dry_run=dry_run)

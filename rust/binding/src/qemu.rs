@@ -71,21 +71,12 @@ impl Smp {
 
 impl From<qemu::GuestLayout> for GuestLayout {
     fn from(l: qemu::GuestLayout) -> Self {
-        let s = l.smp;
         GuestLayout {
             name: l.name,
             debug_threads: l.debug_threads,
             accel: l.accel,
             machine_memdev: l.machine_memdev,
-            smp: Smp {
-                cpus: s.cpus,
-                maxcpus: s.maxcpus,
-                sockets: s.sockets,
-                dies: s.dies,
-                clusters: s.clusters,
-                cores: s.cores,
-                threads: s.threads,
-            },
+            smp: l.smp.into(),
             memory_mib: l.memory_mib,
             backends: l
                 .backends

@@ -542,11 +542,14 @@ mod tests {
     #[test]
     fn kata_command_line() {
         let layout = parse_qemu_args(&argv(
-            "/usr/bin/qemu-system-x86_64 -name sandbox-abc,debug-threads=on -m 2048M,slots=10,maxmem=8G \
-             -smp 4,cores=2,threads=1,sockets=2,maxcpus=4 \
-             -object memory-backend-file,id=numa-mem0,size=1024M,mem-path=/dev/shm,share=on,host-nodes=2,policy=bind \
-             -object memory-backend-file,id=numa-mem1,size=1024M,mem-path=/dev/shm,share=on,host-nodes=3,policy=bind \
-             -numa node,nodeid=0,memdev=numa-mem0,cpus=0-1 -numa node,nodeid=1,memdev=numa-mem1,cpus=2-3 \
+            "/usr/bin/qemu-system-x86_64 -name sandbox-abc,debug-threads=on \
+             -m 2048M,slots=10,maxmem=8G -smp 4,cores=2,threads=1,sockets=2,maxcpus=4 \
+             -object memory-backend-file,id=numa-mem0,size=1024M,mem-path=/dev/shm,share=on,\
+             host-nodes=2,policy=bind \
+             -object memory-backend-file,id=numa-mem1,size=1024M,mem-path=/dev/shm,share=on,\
+             host-nodes=3,policy=bind \
+             -numa node,nodeid=0,memdev=numa-mem0,cpus=0-1 \
+             -numa node,nodeid=1,memdev=numa-mem1,cpus=2-3 \
              -numa dist,src=0,dst=1,val=21 -device vfio-pci,host=3b:00.0,id=gpu0",
         ))
         .unwrap();
